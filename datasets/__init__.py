@@ -1,0 +1,21 @@
+"""Dataset classes; importing this package registers every one in ``engine.data.DATASET_REGISTRY``."""
+from . import (  # noqa: F401
+    caltech101,
+    csv_dataset,
+    dtd,
+    eurosat,
+    fgvc_aircraft,
+    food101,
+    image_folder,
+    imagenet,
+    imagenet_a,
+    imagenet_r,
+    imagenet_sketch,
+    imagenetv2,
+    oxford_flowers,
+    oxford_pets,
+    shapes,
+    stanford_cars,
+    sun397,
+    ucf101,
+)

@@ -1,0 +1,42 @@
+"""Image checks: one bulk existence pass before training, and a reader that names the bad file."""
+import os
+
+from PIL import Image
+
+from .base_dataset import DatasetError
+
+
+class BadImageError(RuntimeError):
+    """An image file exists but cannot be decoded."""
+
+
+def find_missing_images(*data_sources):
+    """``(number of distinct paths, [missing paths in order])``; one ``stat`` per distinct path."""
+    seen, missing = set(), []
+    for source in data_sources:
+        for item in source or ():
+            p = item.impath
+            if p in seen:
+                continue
+            seen.add(p)
+            if not os.path.isfile(p):
+                missing.append(p)
+    return len(seen), missing
+
+
+def check_images_exist(*data_sources, name="dataset"):
+    """Stat every distinct ``impath`` once; ``DatasetError`` with the count and the first 3 missing."""
+    n, missing = find_missing_images(*data_sources)
+    if missing:
+        first = ", ".join(missing[:3])
+        raise DatasetError(f"{name}: {len(missing)} of {n} image files are missing, first: {first}")
+    return n
+
+
+def read_image(path):
+    """``PIL.Image.open(path).convert("RGB")``; ``BadImageError`` naming ``path`` when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImageError(f"cannot read image {path}: {e}") from None

@@ -1,0 +1,302 @@
+"""Shared plumbing of every CLIP prompt-learning method: the prompted CLIP model and its trainer.
+
+``PromptCLIP`` is the "CustomCLIP" of the official repos, written once: an unmodified CLIP driven by
+``engine.backbone``'s prompted encoders, a frozen ``logit_scale`` and a method-specific
+``prompt_learner``. Logits are ``exp(logit_scale) * cos(f_image, g_class)`` (CLIP eq., fp32).
+``PromptTrainer`` is the Dassl ``TrainerX`` every method shares: it loads CLIP
+(``MODEL.BACKBONE.*``), casts it to ``TRAINER.<node>.PREC``, freezes everything outside
+``prompt_learner``, logs ``Trainable parameters: N``, builds the optimiser over the trainable tensors
+only, caches class text features once per evaluation, saves only the learned tensors, and loads our
+checkpoints as well as the official repos' (``engine.legacy_checkpoint``).
+"""
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.backbone import PromptedImageEncoder, PromptedTextEncoder, load_clip, tokenize
+from engine.optim import build_lr_scheduler, build_optimizer
+from engine.precision import resolve_precision
+from engine.trainer import TrainerX
+from engine.utils.logger import get_logger
+from trainers.templates import format_classname
+
+logger = get_logger()
+
+PRECISIONS = ("fp16", "fp32", "bf16", "amp")
+
+
+# ----------------------------------------------------------------------------- prompt-token helpers
+def build_class_prompts(clip_model, classnames, prompt_prefix):
+    """Tokenise ``"<prompt_prefix> <classname>."`` per class and embed it with CLIP's token embedding.
+
+    Returns ``(tokenized [C, 77] long, embedding [C, 77, D])`` on the model's device, in the model's
+    dtype; class names get ``_`` replaced by a space (CoOp convention). An empty prefix gives ``"<classname>."``.
+    """
+    prefix = f"{prompt_prefix} " if prompt_prefix else ""
+    prompts = [f"{prefix}{format_classname(name)}." for name in classnames]
+    return embed_texts(clip_model, prompts)
+
+
+def embed_texts(clip_model, texts):
+    """Tokenise ``texts`` and return ``(tokenized [N, 77], token embeddings [N, 77, D])`` without gradient."""
+    weight = clip_model.token_embedding.weight
+    tokenized = tokenize(texts).to(weight.device)
+    with torch.no_grad():
+        embedding = clip_model.token_embedding(tokenized).to(clip_model.dtype)
+    return tokenized, embedding
+
+
+def init_context_from_text(clip_model, text, n_ctx):
+    """Embeddings of the first ``n_ctx`` tokens of ``text`` after SOS, as an fp32 ``[n_ctx, D]`` tensor."""
+    _, embedding = embed_texts(clip_model, [text.replace("_", " ")])
+    if n_ctx > embedding.shape[1] - 2:
+        raise ValueError(f"n_ctx={n_ctx} does not fit CLIP's context of {embedding.shape[1]} tokens")
+    return embedding[0, 1:1 + n_ctx, :].float().clone()
+
+
+def count_words(text):
+    """Number of BPE tokens of ``text`` (without SOS/EOT): CoOp's ``name_lens``."""
+    return int(tokenize([text]).argmax(-1).item()) - 1
+
+
+# ------------------------------------------------------------------------------------ the model
+class PromptCLIP(nn.Module):
+    """CLIP with prompted encoders; subclasses add ``prompt_learner`` and the two feature methods.
+
+    Contract: ``text_features()`` -> un-normalised class embeddings ``[C, E]``;
+    ``image_features(image)`` -> un-normalised image embeddings ``[B, E]``; ``forward(image)`` -> fp32
+    logits ``[B, C]`` (always logits, in train and eval mode alike).
+    """
+
+    #: state-dict key suffixes that depend on the class names; never saved, dropped when loading.
+    CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix")
+
+    def __init__(self, clip_model, classnames):
+        super().__init__()
+        self.classnames = list(classnames)
+        self.image_encoder = PromptedImageEncoder(clip_model)
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.logit_scale = nn.Parameter(clip_model.logit_scale.detach().clone(), requires_grad=False)
+        self.dtype = clip_model.dtype
+        self._text_cache = None
+
+    # -- to implement
+    def text_features(self):
+        raise NotImplementedError
+
+    def image_features(self, image):
+        raise NotImplementedError
+
+    # -- provided
+    def forward_features(self, image):
+        """``(image features, text features)``, both un-normalised; override to share prompt computation."""
+        return self.image_features(image), self.text_features()
+
+    def logits_from(self, image_features, text_features, normalized_text=False):
+        """``exp(logit_scale) * cos`` in fp32."""
+        img = F.normalize(image_features.float(), dim=-1)
+        txt = text_features if normalized_text else F.normalize(text_features.float(), dim=-1)
+        return self.logit_scale.float().exp() * img @ txt.t()
+
+    def forward(self, image):
+        if self._text_cache is not None:
+            return self.logits_from(self.image_features(image), self._text_cache, normalized_text=True)
+        img, txt = self.forward_features(image)
+        return self.logits_from(img, txt)
+
+    def compute_loss(self, image, label):
+        """Training objective; default cross-entropy. Returns ``(loss, {"loss": float, ...})``."""
+        logits = self.forward(image)
+        loss = F.cross_entropy(logits, label)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def cache_text_features(self):
+        """Compute the normalised class text features once (used until ``clear_text_cache``)."""
+        self._text_cache = F.normalize(self.text_features().float(), dim=-1)
+
+    def clear_text_cache(self):
+        self._text_cache = None
+
+    def load_legacy_state_dict(self, state_dict):
+        """Hook: map an official checkpoint's key names to ours (default: unchanged)."""
+        return state_dict
+
+
+# ------------------------------------------------------------------------------ precision helpers
+def cast_clip(clip_model, dtype):
+    """Cast CLIP's matmul weights to ``dtype`` the way OpenAI's ``convert_weights`` does for fp16.
+
+    Conv/Linear/attention weights and the two projections take ``dtype``; LayerNorms, embeddings and
+    ``logit_scale`` stay fp32 (CLIP's LayerNorm computes in fp32 and casts back), so fp16/bf16 runs
+    match the official fp16 CLIP. fp32 leaves the model untouched.
+    """
+    if dtype == torch.float32:
+        return clip_model.float()
+
+    def _cast(module):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            module.weight.data = module.weight.data.to(dtype)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(dtype)
+        if isinstance(module, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                         "in_proj_bias", "bias_k", "bias_v"):
+                tensor = getattr(module, attr)
+                if tensor is not None:
+                    tensor.data = tensor.data.to(dtype)
+        for name in ("text_projection", "proj"):
+            attr = getattr(module, name, None)
+            if isinstance(attr, torch.Tensor):
+                attr.data = attr.data.to(dtype)
+
+    clip_model.apply(_cast)
+    return clip_model
+
+
+# ---------------------------------------------------------------------------------- the trainer
+class PromptTrainer(TrainerX):
+    """Dassl ``TrainerX`` for CLIP prompt learning (see module docstring).
+
+    Class attributes: ``CFG_NODE`` (``TRAINER.<node>`` holding ``PREC``), ``MODEL_NAME`` (registered
+    name = checkpoint folder, as upstream), ``CACHE_TEXT_AT_EVAL`` (text features once per
+    evaluation), ``REGISTER_PROMPT_LEARNER_ONLY`` (CoOp/CoCoOp register the prompt learner module,
+    the others the whole model with ``prompt_learner.`` keys, as upstream).
+    """
+
+    CFG_NODE = None
+    MODEL_NAME = "prompt_learner"
+    CACHE_TEXT_AT_EVAL = True
+    REGISTER_PROMPT_LEARNER_ONLY = False
+
+    # -- hooks for subclasses
+    def build_custom_model(self, clip_model, classnames):
+        raise NotImplementedError
+
+    def trainable_parameters(self):
+        """``[(name, parameter)]`` that the optimiser updates (default: those with ``requires_grad``)."""
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    # -- Dassl hooks
+    @property
+    def prec(self):
+        return self.cfg.TRAINER[self.CFG_NODE].PREC if self.CFG_NODE else "fp32"
+
+    def check_cfg(self, cfg):
+        if self.CFG_NODE:
+            prec = cfg.TRAINER[self.CFG_NODE].PREC
+            if prec not in PRECISIONS:
+                raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got {prec!r}")
+
+    def build_model(self):
+        cfg = self.cfg
+        precision = getattr(self, "precision", None) or resolve_precision(self.prec, self.device)
+        self.precision = precision
+        logger.info(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip(cfg)
+        cast_clip(clip_model, precision.param_dtype)
+        clip_model.to(self.device)
+
+        logger.info("Building custom CLIP")
+        self.model = self.build_custom_model(clip_model, self.classnames)
+        self.model.to(self.device)
+        for name, param in self.model.named_parameters():
+            if not name.startswith("prompt_learner."):
+                param.requires_grad_(False)
+
+        trainable = self.trainable_parameters()
+        logger.info(f"Parameters to be updated: {sorted(n for n, _ in trainable)}")
+        logger.info(f"Trainable parameters: {sum(p.numel() for _, p in trainable):,}")
+        self.optim = self.sched = None
+        if trainable:
+            self.optim = build_optimizer([p for _, p in trainable], cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        module = self.model.prompt_learner if self.REGISTER_PROMPT_LEARNER_ONLY else self.model
+        self.register_model(self.MODEL_NAME, module, self.optim, self.sched)
+
+    def set_model_mode(self, mode="train", names=None):
+        """As Dassl, but the frozen CLIP encoders always stay in eval mode (matters for RN BatchNorm)."""
+        super().set_model_mode(mode, names)
+        self.model.image_encoder.eval()
+        self.model.text_encoder.eval()
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            loss, summary = self.model.compute_loss(image, label)
+        self.model_backward_and_update(loss)
+        return summary
+
+    def model_inference(self, image):
+        with self.autocast():
+            return self.model(image)
+
+    def before_evaluation(self):
+        if self.CACHE_TEXT_AT_EVAL:
+            with self.autocast():
+                self.model.cache_text_features()
+
+    def after_evaluation(self):
+        self.model.clear_text_cache()
+
+    # -- checkpoints
+    def _is_class_dependent(self, key):
+        return key.rsplit(".", 1)[-1] in self.model.CLASS_DEPENDENT_KEYS
+
+    def state_dict_for_checkpoint(self, name):
+        """Only the learned tensors: ``prompt_learner`` state minus class-dependent buffers."""
+        module = self._models[name]
+        state = module.state_dict()
+        if module is self.model:
+            state = {k: v for k, v in state.items() if k.startswith("prompt_learner.")}
+        return {k: v for k, v in state.items() if not self._is_class_dependent(k)}
+
+    def load_state_dict_from_checkpoint(self, name, state_dict, source="checkpoint"):
+        """Load a (possibly official, whole-model) state dict into registered model ``name``.
+
+        Official key names are mapped by the model's ``load_legacy_state_dict``; class-dependent
+        buffers and frozen CLIP weights are dropped; missing/unexpected keys are reported, and a
+        checkpoint that provides none of the learned tensors is an error.
+        """
+        module = self._models[name]
+        state = self.model.load_legacy_state_dict(dict(state_dict))
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        if module is self.model:
+            frozen = [k for k in state if not k.startswith("prompt_learner.")]
+            if frozen:
+                logger.info(f"Ignoring {len(frozen)} frozen CLIP tensors in {source}")
+            state = {k: v for k, v in state.items() if k.startswith("prompt_learner.")}
+        state = {k: v for k, v in state.items() if not self._is_class_dependent(k)}
+        expected = [k for k in module.state_dict() if not self._is_class_dependent(k)]
+        if expected and not any(k in state for k in expected):
+            raise ValueError(f"{source} holds none of the tensors of {name} (expected e.g. {expected[:3]})")
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            raise ValueError(f"{source} does not fit {name}: {' '.join(first[1:3]) or first[0]}") from None
+        if result.missing_keys:
+            logger.warning(f"Keys missing from {source} (kept as built): {result.missing_keys}")
+        if result.unexpected_keys:
+            logger.warning(f"Unexpected keys in {source} (ignored): {result.unexpected_keys}")
+
+    def load_model(self, directory, epoch=None):
+        """Load ``directory/<name>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``) for each model.
+
+        Accepts our checkpoints and the official CoOp/CoCoOp/MaPLe/COMMA ones (safe loader).
+        """
+        from engine.legacy_checkpoint import load_official_or_native
+
+        if not directory:
+            logger.info("No model directory given: evaluating the model as built")
+            return
+        for name in self.get_model_names():
+            filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+            path = os.path.join(directory, name, filename)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f'Model not found at "{path}" (expected {name}/{filename} under --model-dir)')
+            checkpoint = load_official_or_native(path)
+            self.load_state_dict_from_checkpoint(name, checkpoint["state_dict"], source=path)
+            logger.info(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
