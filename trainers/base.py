@@ -215,6 +215,18 @@ class PromptTrainer(TrainerX):
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         module = self.model.prompt_learner if self.REGISTER_PROMPT_LEARNER_ONLY else self.model
         self.register_model(self.MODEL_NAME, module, self.optim, self.sched)
+        if cfg.MODEL.INIT_WEIGHTS:
+            self.load_init_weights(cfg.MODEL.INIT_WEIGHTS)
+
+    def load_init_weights(self, path):
+        """``MODEL.INIT_WEIGHTS``: initialise the learned tensors from a checkpoint file (ours or official)."""
+        from engine.legacy_checkpoint import load_official_or_native
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"MODEL.INIT_WEIGHTS: no file at {path}")
+        checkpoint = load_official_or_native(path)
+        self.load_state_dict_from_checkpoint(self.MODEL_NAME, checkpoint["state_dict"], source=path)
+        logger.info(f'Initialised {self.MODEL_NAME} from "{path}"')
 
     def set_model_mode(self, mode="train", names=None):
         """As Dassl, but the frozen CLIP encoders always stay in eval mode (matters for RN BatchNorm)."""
@@ -269,7 +281,8 @@ class PromptTrainer(TrainerX):
                 logger.info(f"Ignoring {len(frozen)} frozen CLIP tensors in {source}")
             state = {k: v for k, v in state.items() if k.startswith("prompt_learner.")}
         state = {k: v for k, v in state.items() if not self._is_class_dependent(k)}
-        expected = [k for k in module.state_dict() if not self._is_class_dependent(k)]
+        expected = [k for k in module.state_dict() if not self._is_class_dependent(k)
+                    and (module is not self.model or k.startswith("prompt_learner."))]
         if expected and not any(k in state for k in expected):
             raise ValueError(f"{source} holds none of the tensors of {name} (expected e.g. {expected[:3]})")
         try:
@@ -277,8 +290,9 @@ class PromptTrainer(TrainerX):
         except RuntimeError as err:
             first = str(err).strip().splitlines()
             raise ValueError(f"{source} does not fit {name}: {' '.join(first[1:3]) or first[0]}") from None
-        if result.missing_keys:
-            logger.warning(f"Keys missing from {source} (kept as built): {result.missing_keys}")
+        missing = [k for k in result.missing_keys if k in expected]
+        if missing:
+            logger.warning(f"Keys missing from {source} (kept as built): {missing}")
         if result.unexpected_keys:
             logger.warning(f"Unexpected keys in {source} (ignored): {result.unexpected_keys}")
 

@@ -1,0 +1,194 @@
+"""CoMMA: co-articulated multi-modal prompt learning (Hu et al., AAAI 2024), node ``TRAINER.COMMA``.
+
+Specification: ``comma-method.md`` §1 (official code, §2 for its departures from the paper).
+
+* Text branch as MaPLe (``ctx`` from the first ``N_CTX`` words of ``CTX_INIT``, fixed "of a"), deep
+  text prompts one Parameter ``compound_prompts_text`` [J-1, n, Dt] ~ N(0, 0.02).
+* Vision prompts: P_v^1 = proj(ctx); P_v^j = Phi_j(P_v^{j-1}, P_t^{j-1}) for j = 2..J (§1.3), with
+  Phi(V, T) = MLP(LN(softmax(V fc(T)^T / sqrt(Dv)) fc(T))), MLP = Dv -> Dv/4 -> ReLU -> Dv, no
+  residual; Phi_2 = ``compound_prompt_projections_image_base``, Phi_{j>2} =
+  ``compound_prompt_projections_image[j-3]``.
+* ``TRAIN_GENERATOR`` False (default, official code §2a): the generated prompts are computed under
+  ``no_grad`` from detached inputs and the generator keeps its seeded init (requires_grad False).
+  True: fully differentiable, generator trained (paper intent).
+* Knowledge loss (§1.5): L_kd = mean_k [1 - mean_{c,t} cos(H~_{k,c,t}, H^_{k,c,t})] over the real last
+  ``LAST_LAYER`` text blocks (all 77 positions, before ``ln_final``); targets H^ = the same CLIP
+  without prompts on ``template_for(cfg, COMMA_TEMPLATES)`` sentences, computed once per class set
+  and cached outside the state dict. Loss = CE + ``WEIGHT`` * L_kd (training only).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.trainer import TRAINER_REGISTRY
+from engine.utils.logger import get_logger
+from trainers.base import PromptTrainer, embed_texts
+from trainers.maple import (
+    MultiModalCLIP,
+    TextPromptMixin,
+    build_text_context,
+    check_prompt_depth,
+    encoder_widths,
+)
+from trainers.templates import COMMA_TEMPLATES, format_classname, template_for
+
+logger = get_logger()
+
+#: official key of the vision-prompt buffer-parameter; regenerated every forward here, never loaded.
+LEGACY_IMAGE_PROMPTS_KEY = "prompt_learner.compound_prompts_image"
+#: cosine-similarity eps of the official loss
+KD_EPS = 1e-7
+
+
+class PromptGenerator(nn.Module):
+    """One co-articulation step Phi(V, T) (official ``attention_transform``), comma-method.md §1.3.
+
+    ``forward(vision [n, Dv], text [n, Dt]) -> [n, Dv]``: single-head cross-attention with the
+    previous vision prompt as query and ``fc(text)`` as key and value, then LayerNorm and a bottleneck
+    MLP (reduction 4); no residual.
+    """
+
+    def __init__(self, text_width, vision_width, reduction=4):
+        super().__init__()
+        self.fc = nn.Linear(text_width, vision_width)
+        self.ln = nn.LayerNorm(vision_width)
+        self.mlp = nn.Sequential(
+            nn.Linear(vision_width, vision_width // reduction),
+            nn.ReLU(inplace=True),
+            nn.Linear(vision_width // reduction, vision_width),
+        )
+        self.scale = 1.0 / math.sqrt(vision_width)
+
+    def forward(self, vision, text):
+        dtype = self.fc.weight.dtype
+        key = self.fc(text.to(dtype))
+        attn = torch.softmax(vision.to(dtype) @ key.t() * self.scale, dim=-1)
+        return self.mlp(self.ln(attn @ key))
+
+
+class CoMMAPromptLearner(TextPromptMixin, nn.Module):
+    """CoMMA's prompt learner (official parameter keys, minus the ``compound_prompts_image`` buffer)."""
+
+    def __init__(self, cfg, clip_model, classnames):
+        super().__init__()
+        node = cfg.TRAINER.COMMA
+        depth, n_ctx = check_prompt_depth("COMMA", node, clip_model)
+        text_width, vision_width = encoder_widths(clip_model)
+        ctx, tokenized, embedding = build_text_context(clip_model, classnames, n_ctx, node.CTX_INIT)
+        self.n_ctx, self.depth = n_ctx, depth
+        self.proj = nn.Linear(text_width, vision_width)
+        self.ctx = nn.Parameter(ctx)
+        self.compound_prompts_text = nn.Parameter(
+            nn.init.normal_(torch.empty(depth - 1, n_ctx, text_width), std=0.02)
+        )
+        self.train_generator = bool(node.TRAIN_GENERATOR)
+        if depth >= 2:
+            self.compound_prompt_projections_image_base = PromptGenerator(text_width, vision_width)
+        self.compound_prompt_projections_image = nn.ModuleList(
+            [PromptGenerator(text_width, vision_width) for _ in range(depth - 2)]
+        )
+        if not self.train_generator:
+            for param in self.generator_parameters():
+                param.requires_grad_(False)
+        self._register_sentences(tokenized, embedding, n_ctx)
+
+    def generators(self):
+        """Phi_2..Phi_J in order (empty for PROMPT_DEPTH 1)."""
+        if self.depth < 2:
+            return []
+        return [self.compound_prompt_projections_image_base, *self.compound_prompt_projections_image]
+
+    def generator_parameters(self):
+        return [p for module in self.generators() for p in module.parameters()]
+
+    def text_prompts(self):
+        """``(sentence embeddings [C, 77, Dt], deep text prompts [J-1 x (n, Dt)])``."""
+        return self.sentence_embeddings(), list(self.compound_prompts_text.unbind(0))
+
+    def _generate(self, shallow, ctx, text_prompts):
+        vision, text, deep = shallow, ctx, []
+        for generator, next_text in zip(self.generators(), [*text_prompts, None]):
+            vision = generator(vision, text)
+            deep.append(vision)
+            text = next_text
+        return deep
+
+    def vision_prompts(self):
+        """``(shallow proj(ctx) [n, Dv], deep [P_v^2..P_v^J])``; detached unless TRAIN_GENERATOR."""
+        shallow = self.proj(self.ctx)
+        text_prompts = list(self.compound_prompts_text.unbind(0))
+        if self.train_generator:
+            return shallow, self._generate(shallow, self.ctx, text_prompts)
+        with torch.no_grad():
+            deep = self._generate(shallow.detach(), self.ctx.detach(), [t.detach() for t in text_prompts])
+        return shallow, deep
+
+
+class CoMMACLIP(MultiModalCLIP):
+    """Multi-modal CLIP plus CoMMA's knowledge-preservation loss (training objective only)."""
+
+    def __init__(self, cfg, clip_model, classnames):
+        super().__init__(clip_model, classnames, CoMMAPromptLearner(cfg, clip_model, classnames))
+        node = cfg.TRAINER.COMMA
+        self.kd_weight = float(node.WEIGHT)
+        self.kd_layers = int(node.LAST_LAYER)
+        layers = clip_model.transformer.layers
+        if not 1 <= self.kd_layers <= layers:
+            raise ValueError(f"TRAINER.COMMA.LAST_LAYER must be in 1..{layers} for this backbone, got {self.kd_layers}")
+        self.template = template_for(cfg, COMMA_TEMPLATES)
+        # template sentences as token embeddings: non-persistent (never saved, rebuilt for new classes)
+        kd_tokenized, kd_embedding = embed_texts(clip_model, self.template_sentences())
+        self.register_buffer("kd_tokenized", kd_tokenized, persistent=False)
+        self.register_buffer("kd_embedding", kd_embedding, persistent=False)
+        self._kd_targets = None  # (key, [K x (C, 77, Dt)]) -- a cache, deliberately not a buffer
+
+    def template_sentences(self):
+        return [self.template.format(format_classname(name)) for name in self.classnames]
+
+    @torch.no_grad()
+    def compute_kd_targets(self):
+        """Per-token hidden states of the real last K text blocks of the frozen CLIP, no prompts."""
+        _, hidden = self.text_encoder(self.kd_embedding, self.kd_tokenized, None, return_hidden=self.kd_layers)
+        return [h.detach() for h in hidden]
+
+    def kd_targets(self):
+        """Cached targets for the current class set (rebuilt when classes/device/dtype change)."""
+        key = (tuple(self.classnames), self.kd_embedding.device, self.kd_embedding.dtype)
+        if self._kd_targets is None or self._kd_targets[0] != key:
+            self._kd_targets = (key, self.compute_kd_targets())
+        return self._kd_targets[1]
+
+    def knowledge_loss(self, hidden):
+        """L_kd (comma-method.md §1.5): mean over layers of 1 - mean cosine over classes and positions."""
+        scores = [
+            1.0 - F.cosine_similarity(h.float(), t.float(), dim=-1, eps=KD_EPS).mean()
+            for h, t in zip(hidden, self.kd_targets())
+        ]
+        return torch.stack(scores).mean()
+
+    def compute_loss(self, image, label):
+        text, hidden = self.encode_prompted_text(return_hidden=self.kd_layers)
+        logits = self.logits_from(self.image_features(image), text)
+        loss_kd = self.knowledge_loss(hidden)
+        loss = F.cross_entropy(logits, label) + self.kd_weight * loss_kd
+        return loss, {"loss": loss.item(), "loss_kd": loss_kd.item()}
+
+    def load_legacy_state_dict(self, state_dict):
+        if LEGACY_IMAGE_PROMPTS_KEY in state_dict:
+            state_dict.pop(LEGACY_IMAGE_PROMPTS_KEY)
+            logger.info(f"Ignoring {LEGACY_IMAGE_PROMPTS_KEY} of the official checkpoint "
+                        "(the deep vision prompts are regenerated from the text prompts every forward)")
+        return state_dict
+
+
+@TRAINER_REGISTRY.register(aliases=("COMMA",))
+class CoMMA(PromptTrainer):
+    """CoMMA trainer: loss CE + WEIGHT * L_kd, logged as ``loss`` (total) and ``loss_kd``."""
+
+    CFG_NODE = "COMMA"
+    MODEL_NAME = "MultiModalPromptLearner"
+
+    def build_custom_model(self, clip_model, classnames):
+        return CoMMACLIP(self.cfg, clip_model, classnames)

@@ -1,0 +1,61 @@
+"""Visual prompt tuning on CLIP (VPT, Jia et al. 2022; MaPLe repo ``vpt.py``): vision prompts only.
+
+Vision: ``P_0`` ([N_CTX_VISION, Dv], N(0, 0.02)) appended after CLS+patches (before ``ln_pre``) and,
+for ``PROMPT_DEPTH_VISION`` J > 1 (VPT-deep), ``P_i`` replacing those tokens before vision blocks
+``i = 1..J-1``; J = 1 is VPT-shallow. Text: fixed features of the hand-crafted prompt
+``"a photo of a {}."`` (the official hard-codes it; ``DATASET.TEMPLATE`` overrides it here),
+computed once when the model is built. ``p(y=c|x) = softmax_c(exp(s) cos(f(x; P), g_c))``.
+
+Config node ``TRAINER.VPT``: ``N_CTX_VISION``, ``PROMPT_DEPTH_VISION`` (>= 1), ``PREC``;
+``CTX_INIT`` exists for YAML compatibility and is unused (as upstream). Registered as
+``prompt_learner`` (whole model, as upstream); learned tensors ``prompt_learner.vision_ctx`` and
+``prompt_learner.vision_prompts.i`` (official ``image_encoder.VPT`` /
+``image_encoder.transformer.resblocks.{i}.VPT_shallow``, mapped at load).
+"""
+from engine.trainer import TRAINER_REGISTRY
+from trainers.base import PromptCLIP, PromptTrainer
+from trainers.ivlp import VisionPrompts, legacy_prompt_keys
+from trainers.templates import template_for
+from trainers.zsclip import template_text_features
+
+
+class VPTCLIP(PromptCLIP):
+    """CLIP with deep vision prompts and fixed hand-crafted class text features."""
+
+    def __init__(self, clip_model, classnames, n_ctx_vision=2, depth_vision=1, template="a photo of a {}."):
+        super().__init__(clip_model, classnames)
+        layers = self.image_encoder.layers
+        if layers == 0:
+            raise ValueError("VPT needs a ViT backbone (MODEL.BACKBONE.NAME ViT-*): ResNets take no visual prompts")
+        if not 1 <= depth_vision <= layers:
+            raise ValueError(f"TRAINER.VPT.PROMPT_DEPTH_VISION must be between 1 and the vision encoder's "
+                             f"{layers} layers, got {depth_vision}")
+        if n_ctx_vision < 1:
+            raise ValueError(f"TRAINER.VPT.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
+        self.prompt_learner = VisionPrompts(n_ctx_vision, depth_vision, self.image_encoder.width)
+        self.template = template
+        fixed = template_text_features(clip_model, self.text_encoder, classnames, [template])
+        self.register_buffer("fixed_text_features", fixed, persistent=False)
+
+    def text_features(self):
+        return self.fixed_text_features
+
+    def image_features(self, image):
+        return self.prompt_learner.encode(self.image_encoder, image)
+
+    def load_legacy_state_dict(self, state_dict):
+        return legacy_prompt_keys(state_dict, vision_prefix="prompt_learner.")
+
+
+@TRAINER_REGISTRY.register()
+class VPT(PromptTrainer):
+    """VPT trainer (``TRAINER.VPT``); registers the whole model as ``prompt_learner`` (as upstream)."""
+
+    CFG_NODE = "VPT"
+    MODEL_NAME = "prompt_learner"
+    CACHE_TEXT_AT_EVAL = False  # the fixed features are the cache
+
+    def build_custom_model(self, clip_model, classnames):
+        node = self.cfg.TRAINER.VPT
+        return VPTCLIP(clip_model, classnames, n_ctx_vision=node.N_CTX_VISION,
+                       depth_vision=node.PROMPT_DEPTH_VISION, template=template_for(self.cfg, {}))
