@@ -2,7 +2,7 @@
 
 Proves: every shipped YAML merges through ``setup_cfg`` (every key exists) with the official
 hyper-parameters its name encodes; built at ViT-B/16 (random weights, CLIP built once per module)
-the configs give the exact trainable-parameter counts of docs/METHODS_baselines.md, including the
+the configs give the exact trainable-parameter counts of docs/METHODS.md, including the
 issue's CoOp ``vit_b16`` 8,192 and CoCoOp ``vit_b16_c4_ep10_batch1_ctxv1`` 35,360, and the full
 trainer build logs ``Trainable parameters: 8,192`` for CoOp ``vit_b16``.
 """
