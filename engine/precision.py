@@ -1,0 +1,67 @@
+"""Numeric precision of a trainer (``TRAINER.<NODE>.PREC``): fp32, fp16, bf16 or amp.
+
+``resolve_precision(prec, device) -> Precision(name, param_dtype, autocast_dtype, use_scaler)``:
+
+| PREC | CUDA | CPU |
+| --- | --- | --- |
+| fp32 | fp32 weights | fp32 weights |
+| fp16 | fp16 weights | falls back to fp32, with a warning |
+| bf16 | bf16 weights | bf16 weights |
+| amp  | fp32 weights, fp16 autocast + GradScaler | fp32 weights, bf16 autocast, no scaler |
+"""
+import contextlib
+from typing import NamedTuple, Optional
+
+import torch
+
+from engine.utils.logger import get_logger
+
+__all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "PREC_NAMES"]
+
+PREC_NAMES = ("fp32", "fp16", "bf16", "amp")
+
+
+class Precision(NamedTuple):
+    """Resolved precision: ``name`` (effective), ``param_dtype``, ``autocast_dtype`` (or None), ``use_scaler``."""
+
+    name: str
+    param_dtype: torch.dtype
+    autocast_dtype: Optional[torch.dtype]
+    use_scaler: bool
+
+
+def _device_type(device):
+    return torch.device(device).type
+
+
+def resolve_precision(prec, device):
+    """Map a ``PREC`` string and a device to a :class:`Precision` (see the module table)."""
+    if prec not in PREC_NAMES:
+        raise ValueError(f"PREC must be one of {', '.join(PREC_NAMES)}; got {prec!r}")
+    dev = _device_type(device)
+    if prec == "fp32":
+        return Precision("fp32", torch.float32, None, False)
+    if prec == "bf16":
+        return Precision("bf16", torch.bfloat16, None, False)
+    if prec == "fp16":
+        if dev == "cuda":
+            return Precision("fp16", torch.float16, None, False)
+        get_logger().warning(f"PREC fp16 is not supported on {dev}; falling back to fp32")
+        return Precision("fp32", torch.float32, None, False)
+    if dev == "cuda":
+        return Precision("amp", torch.float32, torch.float16, True)
+    return Precision("amp", torch.float32, torch.bfloat16, False)
+
+
+def autocast_context(precision, device):
+    """``torch.autocast`` for amp, a no-op context otherwise."""
+    if precision.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=_device_type(device), dtype=precision.autocast_dtype)
+
+
+def make_grad_scaler(precision, device):
+    """A ``torch.amp.GradScaler`` when the precision needs one (amp on CUDA), else None."""
+    if not precision.use_scaler:
+        return None
+    return torch.amp.GradScaler(_device_type(device))

@@ -1,0 +1,141 @@
+"""Find every run under an output root and read its final accuracy.
+
+Recognised layouts (relative to anywhere under the root; ecosystem-compat.md §3):
+
+* ours / MaPLe / CoOp: ``base2new/{train_base,test_base,test_new}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<N>``
+* COMMA: ``base2new/{train_base,test_base,test_new}/shots_<K>/<trainer>/<cfg>/<dataset>/seed<N>``
+* ours xd/dg: ``xd/train/<source>/<trainer>/<cfg>_<K>shots/seed<N>``,
+  ``xd/test/<target>/<trainer>/<cfg>_<K>shots/seed<N>``
+* official xd/dg: ``<source>/<trainer>/<cfg>_<K>shots/seed<N>`` (training) and
+  ``evaluation/<trainer>/<cfg>_<K>shots/<target>/seed<N>``
+
+Roles: ``base`` (train_base, else test_base), ``novel`` (test_new), ``source`` (xd training run's
+own test), ``target`` (xd/dg evaluation; dg when the target is an ImageNet variant). A training
+folder counts only with a result block after its end signal; zero-shot ``train_base`` folders
+and all evaluation folders need only a result block.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from engine.repro._util import get_log
+from engine.repro.logparse import log_files, read_run_result
+from engine.repro.methods import DG_TARGETS, canonical_trainer, get_method
+
+_SEED = re.compile(r"^seed(-?\d+)$")
+_SHOTS_DIR = re.compile(r"^shots_(\d+)$")
+_CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
+
+
+@dataclass
+class Run:
+    """One finished run: protocol (base2new/xd/dg), role, method row key, dataset, seed, accuracy (%)."""
+
+    protocol: str
+    role: str
+    trainer: str
+    cfg: str
+    shots: int
+    dataset: str
+    seed: int
+    accuracy: float
+    log_path: str
+
+
+def _is_zero_shot(trainer: str) -> bool:
+    try:
+        return get_method(trainer).zero_shot
+    except KeyError:
+        return False
+
+
+def classify(parts):
+    """Map a run folder's path components to ``(protocol, role, trainer, cfg, shots, dataset, seed, kind)``
+    or None when the folder is not a protocol run."""
+    if not parts:
+        return None
+    m = _SEED.match(parts[-1])
+    if not m:
+        return None
+    seed = int(m.group(1))
+    for i in range(len(parts) - 1):
+        if parts[i] == "base2new" and parts[i + 1] in ("train_base", "test_base", "test_new"):
+            rest = parts[i + 2:-1]
+            if len(rest) != 4:
+                continue
+            if _SHOTS_DIR.match(rest[1]):
+                dataset, shots, trainer, cfg = rest[0], rest[1], rest[2], rest[3]
+            elif _SHOTS_DIR.match(rest[0]):
+                shots, trainer, cfg, dataset = rest
+            else:
+                continue
+            trainer = canonical_trainer(trainer)
+            role = "novel" if parts[i + 1] == "test_new" else "base"
+            kind = "train" if parts[i + 1] == "train_base" and not _is_zero_shot(trainer) else "eval"
+            return ("base2new", role, trainer, cfg, int(_SHOTS_DIR.match(shots).group(1)), dataset, seed, kind,
+                    parts[i + 1])
+        if parts[i] == "xd" and parts[i + 1] in ("train", "test") and len(parts) - i == 6:
+            dataset, trainer, cfg_shots = parts[i + 2], parts[i + 3], parts[i + 4]
+            cm = _CFG_SHOTS.match(cfg_shots)
+            if not cm:
+                continue
+            return _xd(parts[i + 1] == "train", trainer, cm, dataset, seed)
+        if parts[i] == "evaluation" and len(parts) - i == 5:
+            trainer, cfg_shots, dataset = parts[i + 1], parts[i + 2], parts[i + 3]
+            cm = _CFG_SHOTS.match(cfg_shots)
+            if cm:
+                return _xd(False, trainer, cm, dataset, seed)
+    if len(parts) >= 4 and "base2new" not in parts and "evaluation" not in parts and "xd" not in parts:
+        cm = _CFG_SHOTS.match(parts[-2])
+        if cm:
+            return _xd(True, parts[-3], cm, parts[-4], seed)
+    return None
+
+
+def _xd(is_train, trainer, cfg_match, dataset, seed):
+    trainer = canonical_trainer(trainer)
+    cfg, shots = cfg_match.group(1), int(cfg_match.group(2))
+    if is_train:
+        kind = "eval" if _is_zero_shot(trainer) else "train"
+        return ("xd", "source", trainer, cfg, shots, dataset, seed, kind, "xd_train")
+    protocol = "dg" if dataset in DG_TARGETS else "xd"
+    return (protocol, "target", trainer, cfg, shots, dataset, seed, "eval", "xd_test")
+
+
+def scan(root: str):
+    """``(runs, unfinished)``: finished :class:`Run` s under ``root`` (sorted walk; a duplicate of the
+    same protocol/role/method/cfg/dataset/seed keeps the ``train_base`` copy, else the first) and the
+    folders that look like runs but hold no final result."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"output root not found: {root}")
+    found, unfinished = {}, []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames.sort()
+        if not log_files(dirpath):
+            continue
+        parts = os.path.relpath(dirpath, root).replace(os.sep, "/").split("/")
+        info = classify(parts)
+        if info is None:
+            continue
+        protocol, role, trainer, cfg, shots, dataset, seed, kind, folder = info
+        block, path = read_run_result(dirpath, kind)
+        if block is None:
+            unfinished.append(dirpath)
+            continue
+        run = Run(protocol, role, trainer, cfg, shots, dataset, seed, block.accuracy, path)
+        key = (protocol, role, trainer, cfg, shots, dataset, seed)
+        if key in found:
+            prev_folder = found[key][1]
+            if folder == "train_base" and prev_folder != "train_base":
+                found[key] = (run, folder)
+            else:
+                get_log().warning(f"duplicate run ignored: {dirpath} (same as {found[key][0].log_path})")
+            continue
+        found[key] = (run, folder)
+        # the xd source run also serves the dg table
+        if protocol == "xd" and role == "source":
+            found[("dg",) + key[1:]] = (Run("dg", role, trainer, cfg, shots, dataset, seed, block.accuracy, path),
+                                        folder)
+    return [v[0] for v in found.values()], unfinished

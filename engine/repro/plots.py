@@ -1,0 +1,86 @@
+"""PNG figures of the base-to-novel table (matplotlib, Agg backend, no display needed).
+
+* ``base_vs_novel_<method>.png``: one point per dataset (x = mean base, y = mean novel accuracy),
+  the average as a star, and the line base = novel;
+* ``hm_per_dataset.png``: grouped bars, HM per dataset (and the Average) for every method.
+Cells without a value are left out of the figure (never drawn as 0).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from engine.repro.methods import DATASET_TITLES
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")
+
+
+def write_plots(tables: dict, out_dir: str) -> list:
+    """Write the figures for ``tables["base2new"]`` into ``out_dir``; returns the file paths."""
+    t = tables.get("base2new")
+    if not t:
+        return []
+    plt = _plt()
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for m, data in t["methods"].items():
+        pts = [(d, c["base"].mean, c["novel"].mean) for d, c in data["datasets"].items()
+               if c["base"].mean is not None and c["novel"].mean is not None]
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        ax.scatter([p[1] for p in pts], [p[2] for p in pts], s=30)
+        for d, b, n in pts:
+            ax.annotate(DATASET_TITLES.get(d, d), (b, n), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        avg = data["average"]
+        if avg["base"] is not None and avg["novel"] is not None:
+            ax.scatter([avg["base"]], [avg["novel"]], marker="*", s=160, color="red", label="Average")
+            ax.legend(loc="lower right")
+        lo = min(min(p[1], p[2]) for p in pts) - 5
+        hi = max(max(p[1], p[2]) for p in pts) + 5
+        ax.plot([lo, hi], [lo, hi], "--", color="gray", linewidth=0.8)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("Base accuracy (%)")
+        ax.set_ylabel("Novel accuracy (%)")
+        ax.set_title(f"{m}: base vs novel (mean over seeds)")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"base_vs_novel_{_safe(m)}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    methods = list(t["methods"])
+    cols = list(t["datasets"]) + ["average"]
+    if methods:
+        width = 0.8 / len(methods)
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cols) + 2), 4.5))
+        for i, m in enumerate(methods):
+            data = t["methods"][m]
+            xs, ys = [], []
+            for j, d in enumerate(cols):
+                v = data["average"]["hm"] if d == "average" else data["datasets"][d]["hm"]
+                if v is not None:
+                    xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                    ys.append(v)
+            ax.bar(xs, ys, width=width, label=m)
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([("Average" if d == "average" else DATASET_TITLES.get(d, d)) for d in cols],
+                           rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("HM (%)")
+        ax.set_title("Base-to-novel harmonic mean per dataset")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "hm_per_dataset.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,321 @@
+"""Run planned jobs: one at a time (a script call) or as a resumable sweep over a GPU pool.
+
+The run's own ``log.txt`` is the source of truth for "finished" (``engine.repro.logparse``); the
+sweep state file ``<output-root>/sweep_state.json`` (written atomically after every change) records
+attempts, exit codes, timings and failures, so an interrupted or failed sweep can be inspected and
+re-run: finished jobs are skipped, half-finished ones rerun (``train.py`` resumes from the
+checkpoint in its output folder), failed ones are retried, jobs whose dependency failed are
+``blocked``. Each job's stderr goes to ``<output_dir>/stderr.txt``.
+
+The command is ``[python, train_py] + job.args`` run in the repository root. ``SWEEP_TRAIN_PY`` and
+``SWEEP_PYTHON`` environment variables replace ``train.py`` and the interpreter (used by tests).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+
+from engine.repro._util import atomic_write_json, get_log
+from engine.repro.logparse import run_status
+from engine.repro.plan import Job, checkpoint_problem
+
+STATE_FILE = "sweep_state.json"
+LOCK_FILE = ".sweep.lock"
+
+
+class SweepLocked(RuntimeError):
+    """Another live sweep holds the output root."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(output_root: str) -> str:
+    """Create ``<output_root>/.sweep.lock`` holding our pid; a lock of a dead process is taken over.
+    Raises :class:`SweepLocked` naming the pid when a live sweep holds it."""
+    os.makedirs(output_root, exist_ok=True)
+    path = os.path.join(output_root, LOCK_FILE)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise SweepLocked(f"another sweep (pid {pid}) is running on {output_root}; "
+                                  f"wait for it or remove {path} if that process is not a sweep") from None
+            os.unlink(path)  # stale: its sweep was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    raise SweepLocked(f"could not create the lock file {path}")
+
+
+def default_train_py(repo_root: str) -> str:
+    return os.environ.get("SWEEP_TRAIN_PY") or os.path.join(repo_root, "train.py")
+
+
+def default_python() -> str:
+    return os.environ.get("SWEEP_PYTHON") or sys.executable
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+def _tail(path: str, n: int = 1) -> str:
+    """Last ``n`` non-empty lines of a text file ('' when unreadable)."""
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            lines = [ln.rstrip() for ln in f.read().replace("\r", "\n").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+class SweepState:
+    """``sweep_state.json``: ``{"version": 1, "updated": ts, "jobs": {id: {...}}}``, saved atomically."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.data = {"version": 1, "updated": None, "jobs": {}}
+        if os.path.isfile(path):
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    loaded = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"sweep state file {path} is unreadable ({e}); "
+                                 "move it away to start a fresh record") from None
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("jobs"), dict):
+                raise ValueError(f"sweep state file {path} has no 'jobs' object; move it away to start a fresh record")
+            self.data = loaded
+
+    def get(self, job_id: str) -> dict:
+        return self.data["jobs"].get(job_id, {})
+
+    def update(self, job_id: str, **fields) -> None:
+        entry = self.data["jobs"].setdefault(job_id, {})
+        entry.update(fields)
+        self.data["updated"] = _now()
+        atomic_write_json(self.path, self.data)
+
+
+def plan_status(job: Job, state: SweepState | None, by_id: dict) -> tuple:
+    """``(status, note)`` for ``--dry-run``: ``finished``; ``blocked`` when a dependency's last
+    attempt failed or was blocked (and it is not finished now); otherwise ``pending`` (note says
+    ``resume`` for a half-finished folder and the last failure, if any)."""
+    status = run_status(job.output_dir, job.log_kind)
+    if status == "finished":
+        return "finished", ""
+    notes = []
+    if job.problem:
+        notes.append(job.problem)
+    for dep in job.deps:
+        dep_job = by_id.get(dep)
+        dep_done = dep_job is not None and run_status(dep_job.output_dir, dep_job.log_kind) == "finished"
+        last = state.get(dep).get("status") if state else None
+        if not dep_done and last in ("failed", "blocked"):
+            return "blocked", f"dependency {last}: {dep}"
+    if status == "partial":
+        notes.append("resume")
+    last = state.get(job.id) if state else {}
+    if last.get("status") in ("failed", "interrupted"):
+        notes.append(f"last attempt {last['status']}" + (f": {last.get('error')}" if last.get("error") else ""))
+    elif last.get("status") == "running":
+        notes.append("last attempt was cut off (sweep killed)")
+    return "pending", "; ".join(notes)
+
+
+def run_single(job: Job, *, repo_root: str, python: str | None = None, train_py: str | None = None,
+               emit=None) -> int:
+    """Run one job in the foreground (output streamed); skip it when finished. Returns an exit code."""
+    emit = emit or get_log().info
+    status = run_status(job.output_dir, job.log_kind)
+    if status == "finished":
+        emit(f"Results are available in {job.output_dir} (finished); skipping.")
+        return 0
+    if job.problem:
+        emit(f"ERROR: {job.problem}")
+        return 2
+    if job.model_dir is not None and run_status(job.model_dir, "train") != "finished":
+        emit(f"ERROR: the training run {job.model_dir} is not finished; run its training script first.")
+        return 2
+    problem = checkpoint_problem(job)
+    if problem:
+        emit(f"ERROR: {problem}")
+        return 2
+    if status == "partial":
+        emit(f"{job.output_dir} exists without a final result; resuming.")
+    cmd = [python or default_python(), train_py or default_train_py(repo_root)] + job.args
+    emit("Running: " + " ".join(cmd))
+    rc = subprocess.call(cmd, cwd=repo_root)
+    if rc == 0 and run_status(job.output_dir, job.log_kind) != "finished":
+        emit(f"ERROR: train.py exited 0 but {job.output_dir}/log.txt has no final result block.")
+        return 1
+    return rc
+
+
+class _Running:
+    def __init__(self, job, proc, fh, slot, started):
+        self.job, self.proc, self.fh, self.slot, self.started = job, proc, fh, slot, started
+
+
+def run_sweep(jobs, *, repo_root: str, state_path: str, gpus=None, python: str | None = None,
+              train_py: str | None = None, emit=None, poll_s: float = 0.2) -> dict:
+    """Run every unfinished job of ``jobs`` (plan order, dependencies first).
+
+    ``gpus``: list of device ids; one job per id at a time with ``CUDA_VISIBLE_DEVICES=<id>``.
+    None/empty: one job at a time, environment unchanged. Returns counts
+    ``{"skipped", "succeeded", "failed", "blocked", "failed_ids", "blocked_ids"}``.
+    A ``KeyboardInterrupt`` terminates running jobs, records them as ``interrupted`` and re-raises.
+    ``<output root>/.sweep.lock`` keeps two live sweeps off the same output root (:class:`SweepLocked`).
+    """
+    emit = emit or get_log().info
+    python = python or default_python()
+    train_py = train_py or default_train_py(repo_root)
+    state = SweepState(state_path)
+    lock = acquire_lock(os.path.dirname(os.path.abspath(state_path)))
+    try:
+        return _run_locked(jobs, state, repo_root=repo_root, gpus=gpus, python=python, train_py=train_py,
+                           emit=emit, poll_s=poll_s)
+    finally:
+        if os.path.exists(lock):
+            os.unlink(lock)
+
+
+def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s):
+    by_id = {j.id: j for j in jobs}
+    done, failed, blocked = set(), set(), set()
+    queue = []
+    for j in jobs:
+        if run_status(j.output_dir, j.log_kind) == "finished":
+            done.add(j.id)
+        else:
+            queue.append(j)
+    skipped = len(done)
+    emit(f"Sweep: {len(jobs)} jobs, {skipped} finished already, {len(queue)} to run.")
+    slots = [str(g) for g in gpus] if gpus else [None]
+    running: dict = {}
+    succeeded = 0
+
+    def dep_state(job):
+        """'ok' when every dependency is finished, 'bad' when one failed/blocked, else 'wait'."""
+        for dep in job.deps:
+            if dep in done:
+                continue
+            if dep in failed or dep in blocked:
+                return "bad"
+            if dep not in by_id:  # dependency outside this plan: trust its folder
+                if job.model_dir and run_status(job.model_dir, "train") == "finished":
+                    continue
+                return "bad"
+            return "wait"
+        return "ok"
+
+    def fail(job, error, **extra):
+        failed.add(job.id)
+        state.update(job.id, status="failed", error=error, ended=_now(), kind=job.kind, **extra)
+        emit(f"FAILED {job.id}: {error}")
+
+    def start(job, slot):
+        os.makedirs(job.output_dir, exist_ok=True)
+        err_path = os.path.join(job.output_dir, "stderr.txt")
+        fh = open(err_path, "w", encoding="utf-8")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        cmd = [python, train_py] + job.args
+        try:
+            proc = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=subprocess.DEVNULL, stderr=fh)
+        except OSError as e:
+            fh.close()
+            fail(job, f"cannot start {cmd[0]}: {e.strerror}")
+            return
+        attempts = state.get(job.id).get("attempts", 0) + 1
+        state.update(job.id, status="running", kind=job.kind, started=_now(), ended=None, rc=None,
+                     error=None, gpu=slot, attempts=attempts, stderr=err_path, output_dir=job.output_dir)
+        emit(f"START {job.id}" + (f" on GPU {slot}" if slot is not None else ""))
+        running[slot] = _Running(job, proc, fh, slot, time.time())
+
+    def finish(r: _Running, rc: int):
+        r.fh.close()
+        secs = round(time.time() - r.started, 1)
+        job = r.job
+        if rc == 0 and run_status(job.output_dir, job.log_kind) == "finished":
+            done.add(job.id)
+            state.update(job.id, status="finished", rc=0, ended=_now(), seconds=secs, error=None)
+            emit(f"DONE  {job.id} ({secs:.0f}s)")
+            return True
+        error = f"exit code {rc}" if rc != 0 else "exit code 0 but no final result in log.txt"
+        last = _tail(os.path.join(job.output_dir, "stderr.txt"))
+        fail(job, error + (f"; stderr: {last}" if last else ""), rc=rc, seconds=secs)
+        return False
+
+    try:
+        while queue or running:
+            progressed = False
+            for slot in slots:
+                if slot in running:
+                    continue
+                for job in list(queue):
+                    ds = dep_state(job)
+                    if ds == "wait":
+                        continue
+                    queue.remove(job)
+                    progressed = True
+                    if ds == "bad":
+                        blocked.add(job.id)
+                        state.update(job.id, status="blocked", kind=job.kind, ended=_now(),
+                                     error="a dependency failed: " + ", ".join(job.deps))
+                        emit(f"BLOCKED {job.id}")
+                        continue
+                    problem = job.problem or checkpoint_problem(job)
+                    if problem:
+                        fail(job, problem)
+                        continue
+                    start(job, slot)
+                    break
+            for slot, r in list(running.items()):
+                rc = r.proc.poll()
+                if rc is not None:
+                    del running[slot]
+                    progressed = True
+                    succeeded += finish(r, rc)
+            if not running and queue and not progressed:
+                for job in queue:  # unreachable dependencies: report instead of spinning
+                    blocked.add(job.id)
+                    state.update(job.id, status="blocked", kind=job.kind, ended=_now(),
+                                 error="dependency never became runnable")
+                queue.clear()
+            if not progressed:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for r in running.values():
+            if r.proc.poll() is None:
+                r.proc.terminate()
+        for r in running.values():
+            try:
+                r.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait()
+            r.fh.close()
+            state.update(r.job.id, status="interrupted", ended=_now(), rc=r.proc.returncode)
+        raise
+    return {"skipped": skipped, "succeeded": succeeded, "failed": len(failed), "blocked": len(blocked),
+            "failed_ids": sorted(failed), "blocked_ids": sorted(blocked)}

@@ -1,0 +1,99 @@
+"""The project logger (``logging.getLogger("harness")``) and ``setup_logger`` (Dassl ``setup_logger``).
+
+INFO records print as the bare message; WARNING and above are prefixed with their level name
+(``WARNING: ...``). Before :func:`setup_logger` runs, the logger prints to stdout only. After it,
+every record also goes to ``OUTPUT_DIR/log.txt`` (or to ``output`` itself when it ends in .txt/.log).
+Unlike Dassl, an existing log file is appended to, after a separator line, so that a resumed or re-run
+job keeps one ``log.txt`` (parsers read its last result block).
+"""
+import logging
+import os
+import sys
+import time
+
+LOGGER_NAME = "harness"
+SEPARATOR_MARK = "=" * 20 + " new run "
+
+__all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path"]
+
+
+class _Formatter(logging.Formatter):
+    """``%(message)s`` for INFO and below, ``LEVEL: message`` for WARNING and above."""
+
+    def format(self, record):
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname}: {text}"
+        return text
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Stream handler that writes to whatever ``sys.stdout`` is at emit time (pytest capture safe)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler assigns it in __init__
+        pass
+
+
+def _own(handler):
+    handler._harness_owned = True  # setup_logger replaces only the handlers it made
+    return handler
+
+
+def _make_stdout_handler():
+    handler = _own(_StdoutHandler())
+    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    return handler
+
+
+def get_logger():
+    """Return THE project logger; prints INFO to stdout even before ``setup_logger``."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if not any(getattr(h, "_harness_owned", False) for h in logger.handlers):
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(_make_stdout_handler())
+    return logger
+
+
+def log_file_path(output):
+    """Dassl rule: ``output`` itself if it ends in .txt/.log, else ``output/log.txt``."""
+    if output.endswith(".txt") or output.endswith(".log"):
+        return output
+    return os.path.join(output, "log.txt")
+
+
+def setup_logger(output=None):
+    """(Re)attach the stdout handler and, if ``output`` is given, an appending log-file handler.
+
+    Calling it again replaces (and closes) the handlers it attached before; handlers added by others
+    (e.g. a test's collector) are kept. Returns the logger.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_harness_owned", False):
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(_make_stdout_handler())
+    if output:
+        fpath = log_file_path(output)
+        os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
+        if os.path.isfile(fpath) and os.path.getsize(fpath) > 0:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(fpath, "a", encoding="utf-8") as f:
+                f.write(f"\n{SEPARATOR_MARK}{stamp} " + "=" * 20 + "\n")
+        file_handler = _own(logging.FileHandler(fpath, mode="a", encoding="utf-8"))
+        file_handler.setFormatter(_Formatter("%(message)s"))
+        file_handler.setLevel(logging.INFO)
+        logger.addHandler(file_handler)
+    return logger

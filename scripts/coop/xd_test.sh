@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# CoOp: evaluate the ImageNet-trained model on a cross-dataset or domain-generalisation target.
+# usage: bash scripts/coop/xd_test.sh DATASET SEED [KEY VALUE ...]
+# Env: DATA (default ./data), OUTPUT_ROOT (default output), CFG. Finished runs are skipped,
+# half-finished ones resume. See docs/REPRODUCE.md.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+repro_job coop xd_test "$@"

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Alias with the official repo's name for scripts/ivlp/xd_train.sh (same arguments).
+set -euo pipefail
+exec bash "$(dirname "${BASH_SOURCE[0]}")/xd_train.sh" "$@"

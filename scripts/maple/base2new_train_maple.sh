@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Alias with the official repo's name for scripts/maple/base2new_train.sh (same arguments).
+set -euo pipefail
+exec bash "$(dirname "${BASH_SOURCE[0]}")/base2new_train.sh" "$@"

@@ -1,0 +1,75 @@
+"""Print the papers' tables from an output tree (ours, MaPLe's or COMMA's layout).
+
+    python tools/collect_results.py OUTPUT_ROOT [--format md|csv|json] [--compare docs/paper_numbers.json]
+        [--plot DIR] [--seeds 1 2 3] [--datasets all|NAME ...] [--out FILE]
+
+Reads every run's log.txt (the last result block; a training run counts only once it printed a
+result after "Finish training"/"Finished training"), groups runs by protocol/method/dataset/seed and
+prints base-to-novel (Base/Novel/HM per dataset, mean ± population std over seeds, plus the
+Average row = HM of the averaged base and novel), cross-dataset (source + targets + average) and
+domain generalisation (source + 4 targets + average). Missing runs show as "—" with a count.
+Statistics and layouts: engine/repro/tables.py, engine/repro/collect.py, docs/REPRODUCE.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from engine.repro._util import atomic_write_text  # noqa: E402
+from engine.repro.collect import scan  # noqa: E402
+from engine.repro.tables import RENDERERS, build_tables  # noqa: E402
+
+
+def load_paper_numbers(path: str) -> dict:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read --compare file {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--compare file {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--compare file {path} must hold a JSON object keyed by protocol")
+    return data
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Paper-style result tables from an output tree.")
+    p.add_argument("root", help="output root (e.g. output)")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="md")
+    p.add_argument("--compare", default=None, help="published numbers (docs/paper_numbers.json)")
+    p.add_argument("--plot", default=None, help="write PNG figures into this folder")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="expected seeds (default: all seen)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="expected datasets: all (the papers' lists) or names (default: all seen)")
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    args = p.parse_args(argv)
+    try:
+        paper = load_paper_numbers(args.compare) if args.compare else None
+        runs, unfinished = scan(args.root)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    tables = build_tables(runs, seeds=args.seeds, datasets=args.datasets)
+    text = RENDERERS[args.format](tables, paper)
+    sys.stdout.write(text)
+    if unfinished:
+        print(f"\n{len(unfinished)} run folder(s) without a final result (unfinished or failed), not counted.",
+              file=sys.stderr)
+    if args.out:
+        atomic_write_text(args.out, text)
+    if args.plot:
+        from engine.repro.plots import write_plots
+        for path in write_plots(tables, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

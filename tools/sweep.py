@@ -1,0 +1,112 @@
+"""One resumable command for the paper's protocols (base2new, xd, dg) over methods, datasets, seeds.
+
+    python tools/sweep.py --protocol all --methods CoMMA MaPLe --datasets all --seeds 1 2 3 \
+        [--gpus 0,1] [--dry-run] [--output-root output] [--data DATA] [--] [KEY VALUE ...]
+
+Plans every job (order: protocol -> method -> seed -> dataset; see engine/repro/plan.py), skips
+finished ones (their log.txt has a final result), runs the rest one per listed GPU (or one at a
+time), records failures in ``<output-root>/sweep_state.json`` and continues; dependent jobs of a
+failed one are ``blocked``. Exit code 0 only when every job is finished. Re-run the same command to
+continue after an interruption or a failure. ``--dry-run`` prints one line per job:
+``<status> <job id> [note]`` with status finished / pending / blocked.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from engine.repro.methods import XD_SOURCE  # noqa: E402
+from engine.repro.plan import Context, PlanError, build_plan, split_opts  # noqa: E402
+from engine.repro.runner import STATE_FILE, SweepLocked, SweepState, plan_status, run_sweep  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", nargs="+", default=["all"], help="base2new, xd, dg or all")
+    p.add_argument("--methods", nargs="+", default=["CoMMA"],
+                   help="CoMMA MaPLe CoOp CoCoOp IVLP VPT ZeroshotCLIP, or all")
+    p.add_argument("--datasets", nargs="+", default=["all"],
+                   help="base-to-novel datasets and xd targets (config stems), or all (the 11 of the papers)")
+    p.add_argument("--dg-targets", nargs="+", default=None,
+                   help="domain-generalisation targets (default: imagenetv2 imagenet_sketch imagenet_a imagenet_r)")
+    p.add_argument("--source", default=XD_SOURCE, help="xd/dg training dataset (default imagenet)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids; one job per GPU at a time")
+    p.add_argument("--dry-run", action="store_true", help="print the plan with each job's status and exit")
+    p.add_argument("--output-root", default=os.path.join(REPO_ROOT, "output"))
+    p.add_argument("--data", default=os.environ.get("DATA") or os.path.join(REPO_ROOT, "data"),
+                   help="dataset root (default $DATA, else <repo>/data)")
+    p.add_argument("--config-root", default=REPO_ROOT,
+                   help="folder holding configs/trainers and configs/datasets (default: the repo)")
+    p.add_argument("--cfg", default=None, help="use this config name for every method (smoke runs)")
+    return p
+
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def split_argv(argv):
+    """``(flags, opts)``: the trailing ``KEY VALUE`` opts start at ``--`` or at the first
+    upper-case dotted config key (``OPTIM.MAX_EPOCH``), so ``--seeds 1 2 OPTIM.MAX_EPOCH 1`` works."""
+    argv = list(argv)
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            return argv[:i], argv[i + 1:]
+        if _KEY.match(tok):
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def main(argv=None) -> int:
+    flags, raw_opts = split_argv(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(flags)
+    try:
+        opts = split_opts(raw_opts)
+        ctx = Context(repo_root=REPO_ROOT, output_root=os.path.abspath(args.output_root),
+                      data_root=os.path.abspath(args.data), opts=opts, source=args.source,
+                      cfg_override=args.cfg, config_root=os.path.abspath(args.config_root))
+        jobs = build_plan(ctx, args.protocol, args.methods, args.datasets, args.seeds, args.dg_targets)
+        state_path = os.path.join(ctx.output_root, STATE_FILE)
+        state = SweepState(state_path) if os.path.isfile(state_path) else None
+    except (PlanError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"ERROR: {msg}", file=sys.stderr)
+        return 2
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    if args.dry_run:
+        by_id = {j.id: j for j in jobs}
+        counts = {}
+        for i, job in enumerate(jobs, 1):
+            status, note = plan_status(job, state, by_id)
+            counts[status] = counts.get(status, 0) + 1
+            print(f"{i:4d} {status:8s} {job.id}" + (f"  [{note}]" if note else ""))
+        summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("finished", "pending", "blocked"))
+        print(f"{len(jobs)} jobs: {summary}")
+        return 0
+    try:
+        result = run_sweep(jobs, repo_root=REPO_ROOT, state_path=state_path, gpus=gpus,
+                           emit=lambda msg: print(msg, flush=True))
+    except SweepLocked as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"Interrupted; state saved to {state_path}. Re-run the same command to continue.", file=sys.stderr)
+        return 130
+    print(f"Sweep done: {result['skipped']} skipped (finished), {result['succeeded']} ran OK, "
+          f"{result['failed']} failed, {result['blocked']} blocked. State: {state_path}")
+    for jid in result["failed_ids"]:
+        print(f"  failed:  {jid}")
+    for jid in result["blocked_ids"]:
+        print(f"  blocked: {jid}")
+    return 1 if result["failed"] or result["blocked"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
