@@ -81,7 +81,9 @@ def _user_errors():
     from engine.config import ConfigError
     from engine.registry import RegistryKeyError
 
-    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError]
+    # ValueError: a value that only turns out wrong when the model or data is built (e.g. a prompt
+    # depth larger than the backbone, a PREC name); set HARNESS_TRACEBACK=1 to see the traceback.
+    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError]
     try:
         from engine.data import DatasetError
 
@@ -131,6 +133,8 @@ def main(argv=None):
     try:
         return run(args)
     except _user_errors() as e:
+        if os.environ.get("HARNESS_TRACEBACK") == "1":
+            raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

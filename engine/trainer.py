@@ -209,12 +209,16 @@ class TrainerBase:
                 model_path = latest_checkpoint_path(model_dir) or os.path.join(model_dir, BEST_FILE)
             if not os.path.isfile(model_path):
                 raise FileNotFoundError(f'Model not found at "{model_path}"')
-            ckpt = load_checkpoint(model_path)
+            ckpt = self.read_checkpoint(model_path)
             state_dict = self.filter_state_dict_on_load(ckpt["state_dict"])
             val = ckpt.get("val_result")
             extra = f", val_result = {val:.1f}" if isinstance(val, (int, float)) else ""
             logger.info(f'Loading weights to {name} from "{model_path}" (epoch = {ckpt.get("epoch")}{extra})')
             self.load_state_dict_from_checkpoint(name, state_dict, source=model_path)
+
+    def read_checkpoint(self, path):
+        """Hook: read the checkpoint file ``path`` for ``load_model`` (default: our plain format)."""
+        return load_checkpoint(path)
 
     # Key names (last dotted component or full key) dropped by ``load_model``, e.g. class-dependent
     # buffers ("token_prefix", "token_suffix") when evaluating on other classes than trained on.

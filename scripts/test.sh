@@ -7,12 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
 
-if [ "${HARNESS_SKIP_INSTALL:-0}" != "1" ]; then
-    # setuptools first: openai-clip is an sdist built with the environment's setuptools (<81 keeps
-    # pkg_resources, which clip imports at run time; >=70.1 builds wheels without the `wheel` package).
-    "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore "setuptools>=70.1,<81"
-    "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-build-isolation -r requirements.txt
-fi
+bash scripts/install.sh
 
 set +e
 if [ "$#" -eq 0 ]; then

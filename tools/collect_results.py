@@ -21,7 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from engine.repro._util import atomic_write_text  # noqa: E402
+from engine.utils.io import atomic_write_text  # noqa: E402
 from engine.repro.collect import scan  # noqa: E402
 from engine.repro.tables import RENDERERS, build_tables  # noqa: E402
 

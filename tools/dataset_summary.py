@@ -13,7 +13,6 @@ Exit status 2 with one ``error: ...`` line on bad input.
 """
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -62,12 +61,9 @@ def summarize(cfg, with_list=False):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from engine.utils.logger import get_logger
+    from engine.utils.logger import log_to_stderr
 
-    logger = get_logger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.handlers = [handler]
+    log_to_stderr()
     try:
         from engine.config import ConfigError, setup_cfg
         from engine.data import DatasetError

@@ -6,8 +6,8 @@
 ``PromptTrainer`` is the Dassl ``TrainerX`` every method shares: it loads CLIP
 (``MODEL.BACKBONE.*``), casts it to ``TRAINER.<node>.PREC``, freezes everything outside
 ``prompt_learner``, logs ``Trainable parameters: N``, builds the optimiser over the trainable tensors
-only, caches class text features once per evaluation, saves only the learned tensors, and loads our
-checkpoints as well as the official repos' (``engine.legacy_checkpoint``).
+only, caches class text features once per evaluation, saves only the learned tensors, and reads our
+checkpoints as well as the official repos' (``engine.legacy_checkpoint``) in the engine's ``load_model``.
 """
 import os
 
@@ -220,11 +220,9 @@ class PromptTrainer(TrainerX):
 
     def load_init_weights(self, path):
         """``MODEL.INIT_WEIGHTS``: initialise the learned tensors from a checkpoint file (ours or official)."""
-        from engine.legacy_checkpoint import load_official_or_native
-
         if not os.path.isfile(path):
             raise FileNotFoundError(f"MODEL.INIT_WEIGHTS: no file at {path}")
-        checkpoint = load_official_or_native(path)
+        checkpoint = self.read_checkpoint(path)
         self.load_state_dict_from_checkpoint(self.MODEL_NAME, checkpoint["state_dict"], source=path)
         logger.info(f'Initialised {self.MODEL_NAME} from "{path}"')
 
@@ -296,21 +294,8 @@ class PromptTrainer(TrainerX):
         if result.unexpected_keys:
             logger.warning(f"Unexpected keys in {source} (ignored): {result.unexpected_keys}")
 
-    def load_model(self, directory, epoch=None):
-        """Load ``directory/<name>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``) for each model.
-
-        Accepts our checkpoints and the official CoOp/CoCoOp/MaPLe/COMMA ones (safe loader).
-        """
+    def read_checkpoint(self, path):
+        """Our checkpoints and the official CoOp/CoCoOp/MaPLe/COMMA ones (safe, allow-listed loader)."""
         from engine.legacy_checkpoint import load_official_or_native
 
-        if not directory:
-            logger.info("No model directory given: evaluating the model as built")
-            return
-        for name in self.get_model_names():
-            filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-            path = os.path.join(directory, name, filename)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f'Model not found at "{path}" (expected {name}/{filename} under --model-dir)')
-            checkpoint = load_official_or_native(path)
-            self.load_state_dict_from_checkpoint(name, checkpoint["state_dict"], source=path)
-            logger.info(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
+        return load_official_or_native(path)

@@ -1,13 +1,11 @@
 """Shared helpers for ``engine.repro``: the project logger and atomic writes.
 
-Kept free of torch: ``engine.utils`` imports torch at package import (~2 s), which the
-reproduction CLIs (scripts, sweep, collect_results, parse_test_res) must not pay per call.
+Kept free of torch: the reproduction CLIs (scripts, sweep, collect_results, parse_test_res) must
+not pay ``import torch`` (~2 s) per call; ``engine.utils.io``/``logger`` import no torch.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 
 def get_log():
@@ -17,22 +15,8 @@ def get_log():
     return get_logger()
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + fsync + ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_json(path: str, obj) -> None:
+    """The sweep state file: ``engine.utils.io`` atomic write (temp file + fsync + ``os.replace``)."""
+    from engine.utils.io import atomic_write_text
+
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

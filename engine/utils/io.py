@@ -10,6 +10,13 @@ import tempfile
 
 from engine.utils.logger import get_logger
 
+
+def _file_mode():
+    """Mode of a newly created file under the current umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 __all__ = [
     "atomic_open",
     "atomic_write_bytes",
@@ -45,6 +52,7 @@ def atomic_open(path, mode="wb", encoding=None):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -64,6 +64,18 @@ def get_logger():
     return logger
 
 
+def log_to_stderr():
+    """Send the project logger's console output to stderr (CLI tools whose stdout is data, e.g. JSON)."""
+    logger = get_logger()
+    for handler in [h for h in logger.handlers if getattr(h, "_harness_owned", False)]:
+        logger.removeHandler(handler)
+    handler = _own(logging.StreamHandler(sys.stderr))
+    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger
+
+
 def log_file_path(output):
     """Dassl rule: ``output`` itself if it ends in .txt/.log, else ``output/log.txt``."""
     if output.endswith(".txt") or output.endswith(".log"):
