@@ -12,12 +12,20 @@ bash scripts/install.sh
 export DATA="${DATA:-./data}" OUTPUT_ROOT="${OUTPUT_ROOT:-output/quickstart}"
 
 EXTRA=()
-if "$PYTHON" -c "from engine.backbone.weights import locate_weights; print(locate_weights('ViT-B/16'))" 2>/tmp/quickstart_weights.err; then
-    echo "Using the real CLIP ViT-B/16 weights."
+CHECK='
+import sys
+from engine.backbone.weights import BackboneWeightsNotFound, locate_weights
+try:
+    print(locate_weights("ViT-B/16"))
+except BackboneWeightsNotFound as err:
+    sys.exit(str(err))
+'
+if WEIGHTS_MSG=$("$PYTHON" -c "$CHECK" 2>&1); then
+    echo "Using the real CLIP ViT-B/16 weights: $WEIGHTS_MSG"
 else
     echo "=================================================================================="
     echo "No CLIP ViT-B/16 weights found or downloadable:"
-    echo "  $(tail -n 1 /tmp/quickstart_weights.err)"
+    echo "  ${WEIGHTS_MSG##*$'\n'}"
     echo "Running with RANDOM weights instead: this checks the pipeline end to end, but the"
     echo "accuracies below are meaningless. Put ViT-B-16.pt in ~/.cache/clip to get real numbers."
     echo "=================================================================================="
