@@ -34,9 +34,23 @@ TRAINER_REGISTRY = Registry("TRAINER")
 logger = get_logger()
 
 
-def _progress(iterable, desc):
-    """tqdm bar on stderr, shown only on an interactive terminal."""
-    return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+def _progress(iterable, desc, log_without_tty=True):
+    """tqdm bar on stderr on an interactive terminal; otherwise (batch jobs, redirected output) a log
+    line at every 10% of the loop, so long evaluations still show progress in ``log.txt`` (training
+    has its own iteration lines: ``log_without_tty=False``)."""
+    if sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return _logged_progress(iterable, desc) if log_without_tty else iterable
+
+
+def _logged_progress(iterable, desc, parts=10):
+    total = len(iterable) if hasattr(iterable, "__len__") else 0
+    marks = {max(1, round(total * k / parts)) for k in range(1, parts)} if total >= 2 * parts else set()
+    start = time.time()
+    for i, item in enumerate(iterable, 1):
+        yield item
+        if i in marks:
+            logger.info(f"{desc}: {i}/{total} batches ({time.time() - start:.0f} s)")
 
 
 def capture_rng_state():
@@ -533,7 +547,7 @@ class TrainerX(SimpleTrainer):
         print_freq = max(1, self.cfg.TRAIN.PRINT_FREQ)
         lr_stepped = False
         end = time.time()
-        bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}")
+        bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
         for self.batch_idx, batch in enumerate(bar):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)

@@ -1,6 +1,6 @@
 """Data pipeline: ``Datum``, ``DatasetBase``, ``DATASET_REGISTRY``, ``build_dataset``, ``DataManager``.
 
-See docs/CONTRACT.md "Data" and docs/DATASETS.md. Dataset classes live in the top-level ``datasets``
+See docs/ARCHITECTURE.md and docs/DATASETS.md. Dataset classes live in the top-level ``datasets``
 package and register on import (``build_dataset`` imports it).
 """
 from .base_dataset import DatasetBase, DatasetError
