@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import platform
 import re
@@ -243,11 +244,20 @@ def benchmark_method(spec, args, opts, logger):
     row["eval_img_s"] = eval_bs * len(times) / sum(times)
     row["peak_mem_mib"] = _peak_mem_mib(device)
     row["peak_mem_kind"] = "cuda_max_memory_allocated" if device.type == "cuda" else "process_max_rss_approx"
-    del trainer, model, train_batch, images
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return row
+
+
+def run_all(specs, args, opts, logger):
+    """``benchmark_method`` for each spec, freeing the previous trainer before the next is built."""
+    import torch
+
+    rows = []
+    for spec in specs:
+        rows.append(benchmark_method(spec, args, opts, logger))
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
 
 
 def environment(args):
@@ -281,7 +291,12 @@ def format_table(rows):
             return f"{value:.2f}" if key == "build_s" else f"{value:.1f}"
         return value
 
-    body = [[fmt(k, r.get(k)) for k, _ in COLUMNS] for r in rows]
+    def cell(row, key):
+        if key == "batch" and row.get("train_step_ms_mean") is None:
+            return "-"  # the training batch size does not apply to a method with nothing to train
+        return fmt(key, row.get(key))
+
+    body = [[cell(r, k) for k, _ in COLUMNS] for r in rows]
     return tabulate(body, headers=[h for _, h in COLUMNS], tablefmt="pipe", disable_numparse=True)
 
 
@@ -294,11 +309,10 @@ def main(argv=None):
     logger = log_to_stderr()
     try:
         check_args(args, opts)
-        import datasets  # noqa: F401  (registrations, as train.py)
-        import trainers  # noqa: F401
-
+        for package in ("datasets", "trainers"):  # registrations, as train.py
+            importlib.import_module(package)
         specs = resolve_methods(args.methods)
-        rows = [benchmark_method(spec, args, opts, logger) for spec in specs]
+        rows = run_all(specs, args, opts, logger)
     except (KeyError, ValueError, FileNotFoundError) as e:
         if os.environ.get("HARNESS_TRACEBACK") == "1":
             raise
