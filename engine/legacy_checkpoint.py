@@ -3,7 +3,7 @@
 Official files are ``torch.save`` pickles of ``{state_dict, epoch, optimizer, scheduler, val_result}``
 whose ``scheduler`` entry holds *pickled objects* (Dassl's warm-up scheduler state embeds the torch
 ``CosineAnnealingLR`` successor, which embeds the ``SGD`` optimizer). Plain ``weights_only=True``
-refuses them. We never unpickle real classes and never use ``weights_only=False``: the load runs in
+refuses them. We never unpickle real classes and never turn ``weights_only`` off: the load runs in
 ``torch.serialization.safe_globals`` with an explicit allow-list that maps each known optimizer /
 scheduler class name (torch and ``dassl.*``) to an inert stand-in (:class:`LegacyObject`, which only
 stores its pickled state) and ``collections.defaultdict`` to a plain ``dict`` builder. A file that

@@ -12,5 +12,5 @@ cd "$REPO_ROOT"
 
 # repro_job METHOD KIND ARGS... : skip if finished, resume if half-finished, else run train.py
 repro_job() {
-    exec "${PYTHON:-python}" -m engine.repro.job "$@"
+    exec "${PYTHON:-$(command -v python || command -v python3)}" -m engine.repro.job "$@"
 }

@@ -4,7 +4,7 @@
 # torch (e.g. a CUDA build matching your driver) is kept. HARNESS_SKIP_INSTALL=1 skips everything.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 [ "${HARNESS_SKIP_INSTALL:-0}" = "1" ] && exit 0
 PIP=("$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore)
 if ! "$PYTHON" -c "import torch, torchvision" >/dev/null 2>&1; then

@@ -7,7 +7,7 @@
 # Env: DATA (default ./data), OUTPUT_ROOT (default output/quickstart). Re-running skips finished runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 bash scripts/install.sh
 export DATA="${DATA:-./data}" OUTPUT_ROOT="${OUTPUT_ROOT:-output/quickstart}"
 

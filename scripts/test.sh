@@ -5,7 +5,7 @@
 # HARNESS_SKIP_INSTALL=1 skips the install step. pytest's "no tests collected" (exit 5) is a failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 
 bash scripts/install.sh
 

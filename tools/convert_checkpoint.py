@@ -5,7 +5,7 @@ usage: python tools/convert_checkpoint.py IN OUT [--trust] [--keep-frozen]
 Official files are pickles that embed optimizer/scheduler objects. Files whose classes are all on
 ``engine.legacy_checkpoint``'s allow-list load without ``--trust``. ``--trust`` is the explicit opt-in
 for files the user trusts that name other classes: every class is then replaced by an inert stand-in
-(still no ``weights_only=False``, no code of the file runs). The output keeps ``state_dict`` (tensors;
+(``weights_only`` stays on, no code of the file runs). The output keeps ``state_dict`` (tensors;
 by default without the frozen CLIP ``image_encoder.*``/``text_encoder.*``/``logit_scale`` keys of
 MaPLe/COMMA whole-model files), ``epoch`` and ``val_result``; ``optimizer``/``scheduler`` become
 ``None``. It loads with plain ``torch.load(weights_only=True)`` and with ``--eval-only --model-dir``.
