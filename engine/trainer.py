@@ -23,7 +23,7 @@ from engine.evaluator import build_evaluator
 from engine.precision import autocast_context, make_grad_scaler, resolve_precision
 from engine.registry import Registry
 from engine.utils.device import select_device
-from engine.utils.io import atomic_save_npz
+from engine.utils.io import atomic_save_npz, atomic_write_bytes
 from engine.utils.logger import get_logger
 from engine.utils.meters import AverageMeter, MetricMeter
 
@@ -257,7 +257,13 @@ class TrainerBase:
                 raise ValueError(f"mode must be train, eval or test; got {mode!r}")
 
     def update_lr(self, names=None):
-        """Step every registered scheduler once (the base ``run_epoch`` calls it after the last batch)."""
+        """Step every registered scheduler once (the base ``run_epoch`` calls it after the last batch).
+
+        A trainer ported from the official repos may still call it itself at the last batch
+        (``if self.batch_idx + 1 == self.num_batches: self.update_lr()``); ``run_epoch`` then does
+        not step a second time in that epoch.
+        """
+        self._lr_stepped_in_epoch = self.epoch
         for name in self.get_model_names(names):
             if self._scheds[name] is not None:
                 self._scheds[name].step()
@@ -433,17 +439,24 @@ class SimpleTrainer(TrainerBase):
             if not os.path.isdir(directory):
                 raise FileNotFoundError(f'Resume directory not found: "{directory}"')
         self.start_epoch = self.resume_model_if_exist(directory)
-        if self.cfg.TEST.FINAL_MODEL == "best_val":
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and self.start_epoch > 0:
             self._restore_best_result(directory)
         self.time_start = time.time()
 
     def _restore_best_result(self, directory):
-        for name in self.get_model_names()[:1]:
+        """Resumed best_val run: take over the best score and, when resuming from another folder,
+        copy its best files into OUTPUT_DIR (``after_train`` deploys ``OUTPUT_DIR``'s best model)."""
+        for name in self.get_model_names():
             best = os.path.join(directory, name, BEST_FILE)
-            if os.path.isfile(best):
-                val = load_checkpoint(best).get("val_result")
-                if isinstance(val, (int, float)):
-                    self.best_result = float(val)
+            if not os.path.isfile(best):
+                continue
+            target = os.path.join(self.output_dir, name, BEST_FILE)
+            if os.path.abspath(best) != os.path.abspath(target):
+                with open(best, "rb") as f:
+                    atomic_write_bytes(target, f.read())
+            val = load_checkpoint(best).get("val_result")
+            if isinstance(val, (int, float)):
+                self.best_result = float(val)
 
     def after_epoch(self):
         last_epoch = (self.epoch + 1) == self.max_epoch
@@ -545,15 +558,13 @@ class TrainerX(SimpleTrainer):
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
         print_freq = max(1, self.cfg.TRAIN.PRINT_FREQ)
-        lr_stepped = False
         end = time.time()
         bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
         for self.batch_idx, batch in enumerate(bar):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
-            if self.batch_idx + 1 == self.num_batches:
+            if self.batch_idx + 1 == self.num_batches and not self._lr_stepped_this_epoch():
                 self.update_lr()
-                lr_stepped = True
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
 
@@ -578,8 +589,11 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
-        if not lr_stepped:
+        if not self._lr_stepped_this_epoch():
             self.update_lr()
+
+    def _lr_stepped_this_epoch(self):
+        return getattr(self, "_lr_stepped_in_epoch", None) == self.epoch
 
 
 def build_trainer(cfg):
