@@ -56,8 +56,11 @@ def test_train_transform_is_rrcrop_flip_normalize():
 
 def test_legacy_transform_choices_and_no_transform():
     cfg = _clip_cfg(INPUT__TRANSFORMS=["random_flip", "random_translation", "center_crop", "normalize"])
-    kinds = [type(t).__name__ for t in build_transform(cfg, is_train=True).transforms]
+    tfm = build_transform(cfg, is_train=True)
+    kinds = [type(t).__name__ for t in tfm.transforms]
     assert kinds == ["Resize", "Random2DTranslation", "RandomHorizontalFlip", "CenterCrop", "ToTensor", "Normalize"]
+    translation = next(t for t in tfm.transforms if type(t).__name__ == "Random2DTranslation")
+    assert translation.interpolation == InterpolationMode.BILINEAR  # Dassl's, even with bicubic configs
     random.seed(0)
     assert build_transform(cfg, is_train=True)(_img()).shape == (3, 32, 32)
     cfg = _clip_cfg(INPUT__TRANSFORMS=["random_crop"])

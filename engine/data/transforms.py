@@ -75,7 +75,7 @@ def build_transform(cfg, is_train=True, choices=None):
             tfm.append(T.Resize(size, interpolation=interp))
         if "random_translation" in choices:
             log.info("+ random translation")
-            tfm.append(Random2DTranslation(size[0], size[1], interpolation=interp))
+            tfm.append(Random2DTranslation(size[0], size[1]))  # Dassl: always bilinear, whatever INPUT.INTERPOLATION
         if "random_crop" in choices:
             pad = cfg.INPUT.CROP_PADDING
             log.info(f"+ random crop (padding = {pad})")
