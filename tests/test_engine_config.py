@@ -192,3 +192,12 @@ def test_string_keys_accept_numbers_and_frozen():
     assert cfg.DATASET.NAME == "101" and cfg.TRAINER.COOP.CTX_INIT == "a photo of a"
     with pytest.raises(AttributeError):
         cfg.SEED = 3
+
+
+def test_null_replaces_any_value_as_in_yacs(tmp_path):
+    yaml = tmp_path / "m.yaml"
+    yaml.write_text("MODEL:\n  INIT_WEIGHTS: null\nDATASET:\n  TEMPLATE: null\n")
+    cfg = setup_cfg(args(config_file=str(yaml), opts=["OPTIM.STEPSIZE", "None"]), extend=extend)
+    assert cfg.MODEL.INIT_WEIGHTS is None and cfg.DATASET.TEMPLATE is None and cfg.OPTIM.STEPSIZE is None
+    with pytest.raises(ConfigError, match="OPTIM.LR"):  # a wrong type is still an error
+        setup_cfg(args(opts=["OPTIM.LR", "fast"]), extend=extend)

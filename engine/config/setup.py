@@ -52,8 +52,11 @@ def _unknown_key_error(cfg, full_key, source):
 
 
 def _coerce(value, default, full_key, raw, source):
-    """Return ``value`` converted to the type of ``default`` or raise ConfigError."""
-    if default is None or type(value) is type(default):
+    """Return ``value`` converted to the type of ``default`` or raise ConfigError.
+
+    As yacs: ``None`` may replace any value (e.g. ``MODEL.INIT_WEIGHTS: null`` in a YAML).
+    """
+    if default is None or value is None or type(value) is type(default):
         return value
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
