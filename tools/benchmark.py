@@ -33,7 +33,6 @@ import gc
 import importlib
 import os
 import platform
-import re
 import resource
 import statistics
 import sys
@@ -44,9 +43,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from engine.utils.cli import split_argv  # noqa: E402
+
 EXIT_USAGE = 2
 DEFAULT_METHODS = ("CoMMA", "MaPLe", "CoOp", "CoCoOp", "IVLP", "VPT", "ZeroshotCLIP")
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 COLUMNS = (
     ("method", "method"), ("config", "config"), ("prec", "prec"), ("batch", "batch"),
@@ -72,17 +72,6 @@ def build_parser():
     p.add_argument("--json", default="", help="also write the rows and the environment to this JSON file")
     p.add_argument("--seed", type=int, default=1, help="seed for the random weights and inputs (default 1)")
     return p
-
-
-def split_argv(argv):
-    """``(flags, opts)``: opts start at ``--`` or at the first upper-case dotted key (``INPUT.SIZE``)."""
-    argv = list(argv)
-    for i, tok in enumerate(argv):
-        if tok == "--":
-            return argv[:i], argv[i + 1:]
-        if _KEY.match(tok):
-            return argv[:i], argv[i:]
-    return argv, []
 
 
 def check_args(args, opts):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +23,7 @@ if REPO_ROOT not in sys.path:
 from engine.repro.methods import XD_SOURCE  # noqa: E402
 from engine.repro.plan import Context, PlanError, build_plan, split_opts  # noqa: E402
 from engine.repro.runner import STATE_FILE, SweepLocked, SweepState, plan_status, run_sweep  # noqa: E402
+from engine.utils.cli import split_argv  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding configs/trainers and configs/datasets (default: the repo)")
     p.add_argument("--cfg", default=None, help="use this config name for every method (smoke runs)")
     return p
-
-
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-
-
-def split_argv(argv):
-    """``(flags, opts)``: the trailing ``KEY VALUE`` opts start at ``--`` or at the first
-    upper-case dotted config key (``OPTIM.MAX_EPOCH``), so ``--seeds 1 2 OPTIM.MAX_EPOCH 1`` works."""
-    argv = list(argv)
-    for i, tok in enumerate(argv):
-        if tok == "--":
-            return argv[:i], argv[i + 1:]
-        if _KEY.match(tok):
-            return argv[:i], argv[i:]
-    return argv, []
 
 
 def main(argv=None) -> int:
