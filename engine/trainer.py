@@ -187,11 +187,16 @@ class TrainerBase:
         if not names:
             return 0
         logger.info(f"Found checkpoint at {directory} (will resume training)")
+        checkpoints = {name: load_checkpoint(paths[name]) for name in names}
+        epochs = {name: int(ckpt["epoch"]) for name, ckpt in checkpoints.items()}
+        if len(set(epochs.values())) > 1:  # e.g. a job killed between two models' saves
+            raise CheckpointError(f"checkpoints in {directory} are at different epochs {epochs}; "
+                                  "remove the newer files or the folder to resume consistently")
         start_epoch = 0
         rng_state = None
         for name in names:
             logger.info(f'Loading checkpoint from "{paths[name]}"')
-            ckpt = load_checkpoint(paths[name])
+            ckpt = checkpoints[name]
             self.load_state_dict_from_checkpoint(name, ckpt["state_dict"], source=paths[name])
             if self._optims[name] is not None and ckpt.get("optimizer"):
                 self._optims[name].load_state_dict(ckpt["optimizer"])

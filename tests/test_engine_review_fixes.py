@@ -1,4 +1,5 @@
 """Engine behaviours around ported trainers and best_val resumes (regressions found in review)."""
+import pytest
 import torch
 
 from engine.trainer import TRAINER_REGISTRY
@@ -65,3 +66,32 @@ def test_stale_best_file_is_ignored_when_training_from_scratch(tmp_path):
     assert saved_best in new_run  # with the stale score restored, no epoch would beat it
     best = torch.load(tmp_path / "model" / "model-best.pth.tar", weights_only=True)
     assert best["val_result"] == fresh.best_result
+
+
+class TwoModelToy(ToyLinear):
+    """Two registered models (as multi-model Dassl trainers have)."""
+
+    def build_model(self):
+        super().build_model()
+        self.head2 = torch.nn.Linear(2, 2)
+        self.register_model("head2", self.head2)
+
+
+TRAINER_REGISTRY.register(TwoModelToy, force=True)
+
+
+def test_resume_refuses_models_saved_at_different_epochs(tmp_path):
+    from engine.checkpoint import CheckpointError
+    from engine.utils import set_random_seed, setup_logger
+
+    cfg = toy_cfg(tmp_path, "TRAINER.NAME", "TwoModelToy", "TRAIN.CHECKPOINT_FREQ", "1")
+    setup_logger(cfg.OUTPUT_DIR)
+    set_random_seed(1)
+    first = TwoModelToy(cfg)
+    first.crash_before_epoch = 2
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    (tmp_path / "head2" / "checkpoint").write_text("model.pth.tar-1")  # as if killed between two saves
+    resumed = TwoModelToy(cfg)
+    with pytest.raises(CheckpointError, match="different epochs"):
+        resumed.train()
