@@ -160,7 +160,7 @@ def test_learned_side_uses_real_last_blocks(clip_model):
     """With depth 1 and ctx = "a photo", the learned sentence is "a photo of a <class>."; its hidden
     states for LAST_LAYER 2 are those of plain CLIP's last two blocks, and L_kd is 0."""
     model = build(clip_model, template="a photo of a {}.", PROMPT_DEPTH=1, LAST_LAYER=2)
-    _, hidden = model.encode_prompted_text(return_hidden=2)
+    _, hidden = model.encode_prompted_text(return_hidden=2, length=model.kd_length())
     expected = _manual_hidden(clip_model, [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES], 2)
     for h, e in zip(hidden, expected):
         assert torch.allclose(h, e, atol=1e-5)
@@ -202,7 +202,7 @@ def test_kd_targets_computed_once_and_not_saved(clip_model, monkeypatch):
     model = build(clip_model)
     calls = []
     original = model.compute_kd_targets
-    monkeypatch.setattr(model, "compute_kd_targets", lambda: calls.append(1) or original())
+    monkeypatch.setattr(model, "compute_kd_targets", lambda length: calls.append(1) or original(length))
     image, label = batch()
     for _ in range(3):
         loss, _ = model.compute_loss(image, label)

@@ -16,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.backbone import PromptedImageEncoder, PromptedTextEncoder, load_clip, tokenize
+from engine.backbone.prompted_text import default_text_plan
+from engine.backbone.text_plan import TextPlan
+from engine.distributed import shard_text_rows
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import resolve_precision
 from engine.trainer import TrainerX
@@ -200,7 +203,11 @@ class PromptTrainer(TrainerX):
         clip_model.to(self.device)
 
         logger.info("Building custom CLIP")
-        self.model = self.build_custom_model(clip_model, self.classnames)
+        plan = TextPlan.from_cfg(cfg)
+        logger.info(f"Text encoder: truncation {'on' if plan.truncate else 'off'}, memory plan {plan.memory_plan} "
+                    f"(chunk size {plan.chunk_size or 'auto'}, auto above {plan.auto_tokens:,} tokens per pass)")
+        with default_text_plan(plan):
+            self.model = self.build_custom_model(clip_model, self.classnames)
         self.model.to(self.device)
         for name, param in self.model.named_parameters():
             if not name.startswith("prompt_learner."):
@@ -234,7 +241,7 @@ class PromptTrainer(TrainerX):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        with self.autocast():
+        with self.autocast(), shard_text_rows():
             loss, summary = self.model.compute_loss(image, label)
         self.model_backward_and_update(loss)
         return summary

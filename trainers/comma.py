@@ -1,20 +1,23 @@
 """CoMMA: co-articulated multi-modal prompt learning (Hu et al., AAAI 2024), node ``TRAINER.COMMA``.
 
-Specification: ``comma-method.md`` §1 (official code, §2 for its departures from the paper).
+Implements the official code's arithmetic; where it departs from the paper, ``TRAIN_GENERATOR``
+chooses (docs/METHODS.md).
 
 * Text branch as MaPLe (``ctx`` from the first ``N_CTX`` words of ``CTX_INIT``, fixed "of a"), deep
   text prompts one Parameter ``compound_prompts_text`` [J-1, n, Dt] ~ N(0, 0.02).
-* Vision prompts: P_v^1 = proj(ctx); P_v^j = Phi_j(P_v^{j-1}, P_t^{j-1}) for j = 2..J (§1.3), with
+* Vision prompts: P_v^1 = proj(ctx); P_v^j = Phi_j(P_v^{j-1}, P_t^{j-1}) for j = 2..J, with
   Phi(V, T) = MLP(LN(softmax(V fc(T)^T / sqrt(Dv)) fc(T))), MLP = Dv -> Dv/4 -> ReLU -> Dv, no
   residual; Phi_2 = ``compound_prompt_projections_image_base``, Phi_{j>2} =
   ``compound_prompt_projections_image[j-3]``.
-* ``TRAIN_GENERATOR`` False (default, official code §2a): the generated prompts are computed under
+* ``TRAIN_GENERATOR`` False (default, the official code): the generated prompts are computed under
   ``no_grad`` from detached inputs and the generator keeps its seeded init (requires_grad False).
   True: fully differentiable, generator trained (paper intent).
-* Knowledge loss (§1.5): L_kd = mean_k [1 - mean_{c,t} cos(H~_{k,c,t}, H^_{k,c,t})] over the real last
-  ``LAST_LAYER`` text blocks (all 77 positions, before ``ln_final``); targets H^ = the same CLIP
-  without prompts on ``template_for(cfg, COMMA_TEMPLATES)`` sentences, computed once per class set
-  and cached outside the state dict. Loss = CE + ``WEIGHT`` * L_kd (training only).
+* Knowledge loss: L_kd = mean_k [1 - mean_{c,t} cos(H~_{k,c,t}, H^_{k,c,t})] over the real last
+  ``LAST_LAYER`` text blocks (before ``ln_final``); targets H^ = the same CLIP without prompts on
+  ``template_for(cfg, COMMA_TEMPLATES)`` sentences, computed once per class set and cached outside
+  the state dict. Loss = CE + ``WEIGHT`` * L_kd (training only). ``KD_TOKENS all`` (official)
+  averages over all 77 positions, so the training text pass runs all of them; ``real`` averages
+  over each class's positions up to its EOT token, and the pass is truncated to the longest prompt.
 """
 import math
 
@@ -40,10 +43,12 @@ logger = get_logger()
 LEGACY_IMAGE_PROMPTS_KEY = "prompt_learner.compound_prompts_image"
 #: cosine-similarity eps of the official loss
 KD_EPS = 1e-7
+#: ``TRAINER.COMMA.KD_TOKENS``: positions L_kd averages over
+KD_TOKEN_MODES = ("all", "real")
 
 
 class PromptGenerator(nn.Module):
-    """One co-articulation step Phi(V, T) (official ``attention_transform``), comma-method.md §1.3.
+    """One co-articulation step Phi(V, T) (official ``attention_transform``).
 
     ``forward(vision [n, Dv], text [n, Dt]) -> [n, Dv]``: single-head cross-attention with the
     previous vision prompt as query and ``fc(text)`` as key and value, then LayerNorm and a bottleneck
@@ -134,6 +139,9 @@ class CoMMACLIP(MultiModalCLIP):
         node = cfg.TRAINER.COMMA
         self.kd_weight = float(node.WEIGHT)
         self.kd_layers = int(node.LAST_LAYER)
+        self.kd_tokens = str(node.get("KD_TOKENS", "all"))
+        if self.kd_tokens not in KD_TOKEN_MODES:
+            raise ValueError(f"TRAINER.COMMA.KD_TOKENS must be one of {KD_TOKEN_MODES}, got {self.kd_tokens!r}")
         layers = clip_model.transformer.layers
         if not 1 <= self.kd_layers <= layers:
             raise ValueError(f"TRAINER.COMMA.LAST_LAYER must be in 1..{layers} for this backbone, got {self.kd_layers}")
@@ -142,34 +150,62 @@ class CoMMACLIP(MultiModalCLIP):
         kd_tokenized, kd_embedding = embed_texts(clip_model, self.template_sentences())
         self.register_buffer("kd_tokenized", kd_tokenized, persistent=False)
         self.register_buffer("kd_embedding", kd_embedding, persistent=False)
-        self._kd_targets = None  # (key, [K x (C, 77, Dt)]) -- a cache, deliberately not a buffer
+        self._kd_targets = None  # (key, [K x (C, L, Dt)]) -- a cache, deliberately not a buffer
 
     def template_sentences(self):
         return [self.template.format(format_classname(name)) for name in self.classnames]
 
-    @torch.no_grad()
-    def compute_kd_targets(self):
-        """Per-token hidden states of the real last K text blocks of the frozen CLIP, no prompts."""
-        _, hidden = self.text_encoder(self.kd_embedding, self.kd_tokenized, None, return_hidden=self.kd_layers)
-        return [h.detach() for h in hidden]
+    def kd_length(self):
+        """Positions of the training text pass: all ``context_length`` (``KD_TOKENS all``, official)
+        or the longest real prompt (``KD_TOKENS real``)."""
+        if self.kd_tokens == "all":
+            return self.text_encoder.context_length
+        _, deep = self.prompt_learner.text_prompts()
+        return self.text_encoder.sequence_length(self.prompt_learner.tokenized_prompts, deep)
 
-    def kd_targets(self):
-        """Cached targets for the current class set (rebuilt when classes/device/dtype change)."""
-        key = (tuple(self.classnames), self.kd_embedding.device, self.kd_embedding.dtype)
+    @torch.no_grad()
+    def compute_kd_targets(self, length):
+        """Per-token hidden states of the real last K text blocks of the frozen CLIP, no prompts, at
+        positions ``0..length-1`` (the template pass runs at least up to its own longest sentence)."""
+        run = max(length, self.text_encoder.sequence_length(self.kd_tokenized))
+        _, hidden = self.text_encoder(self.kd_embedding, self.kd_tokenized, None, return_hidden=self.kd_layers,
+                                      length=run)
+        return [h[:, :length].detach() for h in hidden]
+
+    def kd_targets(self, length=None):
+        """Cached targets for the current class set and length (rebuilt when classes/device/dtype change)."""
+        length = self.text_encoder.context_length if length is None else int(length)
+        key = (tuple(self.classnames), self.kd_embedding.device, self.kd_embedding.dtype, length)
         if self._kd_targets is None or self._kd_targets[0] != key:
-            self._kd_targets = (key, self.compute_kd_targets())
+            self._kd_targets = (key, self.compute_kd_targets(length))
         return self._kd_targets[1]
 
+    def kd_mask(self, length):
+        """``[C, length]`` bool: the positions L_kd averages over (all, or up to each class's EOT)."""
+        tokenized = self.prompt_learner.tokenized_prompts
+        positions = torch.arange(length, device=tokenized.device)
+        if self.kd_tokens == "all":
+            return torch.ones(tokenized.shape[0], length, dtype=torch.bool, device=tokenized.device)
+        return positions.unsqueeze(0) <= tokenized.argmax(dim=-1, keepdim=True)
+
     def knowledge_loss(self, hidden):
-        """L_kd (comma-method.md §1.5): mean over layers of 1 - mean cosine over classes and positions."""
-        scores = [
-            1.0 - F.cosine_similarity(h.float(), t.float(), dim=-1, eps=KD_EPS).mean()
-            for h, t in zip(hidden, self.kd_targets())
-        ]
+        """L_kd: mean over the K layers of 1 - mean cosine over (class, position).
+
+        ``KD_TOKENS all`` averages over every position of every class (official); ``real`` over each
+        class's positions up to and including its EOT token.
+        """
+        length = hidden[0].shape[1]
+        targets = self.kd_targets(length)
+        mask = self.kd_mask(length).to(hidden[0].device)
+        weight = mask.float() / mask.sum()
+        scores = []
+        for h, t in zip(hidden, targets):
+            cos = F.cosine_similarity(h.float(), t.float(), dim=-1, eps=KD_EPS)
+            scores.append(1.0 - (cos.mean() if self.kd_tokens == "all" else (cos * weight).sum()))
         return torch.stack(scores).mean()
 
     def compute_loss(self, image, label):
-        text, hidden = self.encode_prompted_text(return_hidden=self.kd_layers)
+        text, hidden = self.encode_prompted_text(return_hidden=self.kd_layers, length=self.kd_length())
         logits = self.logits_from(self.image_features(image), text)
         loss_kd = self.knowledge_loss(hidden)
         loss = F.cross_entropy(logits, label) + self.kd_weight * loss_kd

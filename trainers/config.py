@@ -36,6 +36,9 @@ def extend_cfg(cfg):
     # False: official code (generated vision prompts carry no gradient; generator keeps its seeded
     # init) -- the published numbers. True: the paper's intent (generator trained end to end).
     cfg.TRAINER.COMMA.TRAIN_GENERATOR = False
+    # L_kd positions: "all" = every context position (official; the training text pass then runs all
+    # 77), "real" = each class's positions up to its EOT (the pass is truncated like the others).
+    cfg.TRAINER.COMMA.KD_TOKENS = "all"
 
     cfg.TRAINER.IVLP = CN()
     cfg.TRAINER.IVLP.N_CTX_VISION = 2

@@ -14,6 +14,7 @@ at load). ``v`` is fp16 only when the backbone is fp16 (as upstream), fp32 other
 import torch
 import torch.nn as nn
 
+from engine.distributed import shard_text_rows
 from engine.trainer import TRAINER_REGISTRY
 from engine.utils.logger import get_logger
 from trainers.base import PromptCLIP, PromptTrainer, build_class_prompts, count_words, init_context_from_text
@@ -155,7 +156,7 @@ class CoOp(PromptTrainer):
     def forward_backward(self, batch):
         """CE loss and batch accuracy, logged as ``loss`` and ``acc`` (CoOp's log line)."""
         image, label = self.parse_batch_train(batch)
-        with self.autocast():
+        with self.autocast(), shard_text_rows():
             logits = self.model(image)
             loss = torch.nn.functional.cross_entropy(logits, label)
         self.model_backward_and_update(loss)

@@ -114,10 +114,10 @@ class MultiModalCLIP(PromptCLIP):
         super().__init__(clip_model, classnames)
         self.prompt_learner = prompt_learner
 
-    def encode_prompted_text(self, return_hidden=0):
+    def encode_prompted_text(self, return_hidden=0, length=None):
         prompts, deep_text = self.prompt_learner.text_prompts()
         return self.text_encoder(prompts, self.prompt_learner.tokenized_prompts, deep_text or None,
-                                 return_hidden=return_hidden)
+                                 return_hidden=return_hidden, length=length)
 
     def text_features(self):
         return self.encode_prompted_text()

@@ -1,32 +1,71 @@
-"""Prompted CLIP text encoder (issue 4 item 1; MaPLe/COMMA deep language prompts).
+"""Prompted CLIP text encoder (MaPLe/COMMA/IVLP deep language prompts; CoOp/CoCoOp prompt embeddings).
 
-Drives CLIP's own ``positional_embedding``, ``transformer.resblocks`` (with their causal
-``attn_mask``), ``ln_final`` and ``text_projection``; CLIP itself is not modified. The caller
-builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``.
-Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the deep prompt P_t^j
-(``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
+Drives CLIP's own ``positional_embedding``, ``transformer.resblocks`` (their ``attn``, ``ln_1``,
+``mlp`` and ``ln_2``, with CLIP's causal mask), ``ln_final`` and ``text_projection``; CLIP itself is
+not modified. The caller builds the token embeddings, with the shallow prompt P_t^1 already at
+positions ``1..n``. Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the
+deep prompt P_t^j (``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
+
+Speed and memory (``engine.backbone.text_plan``): because attention is causal, a pass runs only the
+first ``max EOT index + 1`` positions (exact truncation), rows can be encoded in chunks with
+activation checkpointing, and in a ``torchrun`` job each rank encodes its share of the rows while
+training (``engine.distributed``).
 """
+import contextlib
+import contextvars
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from engine import distributed
 from ._prompts import prompt_tokens
+from .text_plan import TextPlan
+
+_DEFAULT_PLAN = contextvars.ContextVar("default_text_plan", default=TextPlan())
+
+
+@contextlib.contextmanager
+def default_text_plan(plan: TextPlan):
+    """Text encoders created inside this context start with ``plan`` (trainers: the run's config)."""
+    token = _DEFAULT_PLAN.set(plan)
+    try:
+        yield plan
+    finally:
+        _DEFAULT_PLAN.reset(token)
+
+
+def run_block(block, x, attn_mask):
+    """CLIP's ``ResidualAttentionBlock.forward`` on sequence-first ``x`` with an explicit (cropped) mask."""
+    h = block.ln_1(x)
+    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    return x + block.mlp(block.ln_2(x))
 
 
 class PromptedTextEncoder(nn.Module):
-    """``forward(embeddings [C,L,Dt], tokenized [C,L], deep_prompts=None, return_hidden=0)``.
+    """``forward(embeddings [R,L,Dt], tokenized [R,L], deep_prompts=None, return_hidden=0, length=None)``.
 
-    Returns projected, un-normalised features ``[C, E]`` taken at the EOT token
-    (``tokenized.argmax(-1)``), or ``(features, hidden)`` when ``return_hidden=K > 0``: the
-    outputs of the real last K blocks, oldest first, each ``[C, L, Dt]`` (batch-first, before
-    ``ln_final``). Submodule names match the official ``TextEncoder`` (same state-dict keys).
+    Returns projected, un-normalised features ``[R, E]`` taken at the EOT token
+    (``tokenized.argmax(-1)``), or ``(features, hidden)`` when ``return_hidden=K > 0``: the outputs
+    of the real last K blocks, oldest first, each ``[R, length, Dt]`` (batch-first, before
+    ``ln_final``). ``length`` = positions run through the blocks: ``None`` = the longest real prompt
+    (max EOT index + 1, at least past the deep prompts), or all ``context_length`` when
+    ``plan.truncate`` is off; an int forces that many (e.g. ``context_length`` for a loss over every
+    position). Values at positions < length never depend on the positions after them.
+    ``last_shape`` = ``(rows, length)`` of the latest pass. Submodule names match the official
+    ``TextEncoder`` (same state-dict keys).
     """
 
-    def __init__(self, clip_model):
+    def __init__(self, clip_model, plan: TextPlan = None):
         super().__init__()
         self.transformer = clip_model.transformer
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
+        self.plan = plan if plan is not None else _DEFAULT_PLAN.get()
+        causal = torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
+        self.register_buffer("causal_mask", causal, persistent=False)
+        self.last_shape = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -49,34 +88,95 @@ class PromptedTextEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.text_projection.shape[1]
 
-    def forward(self, embeddings, tokenized, deep_prompts=None, return_hidden: int = 0):
+    # ------------------------------------------------------------------------------ public API
+    def sequence_length(self, tokenized, deep_prompts=None) -> int:
+        """Positions a pass needs: max EOT index + 1 (at least 1 + the longest deep prompt), or
+        ``context_length`` when truncation is off."""
+        if not self.plan.truncate:
+            return self.context_length
+        need = int(tokenized.argmax(dim=-1).max().item()) + 1
+        for p in deep_prompts or []:
+            need = max(need, 1 + int(p.shape[-2]))
+        return min(need, self.context_length)
+
+    def forward(self, embeddings, tokenized, deep_prompts=None, return_hidden: int = 0, length=None):
         if embeddings.dim() != 3 or tuple(embeddings.shape[1:]) != (self.context_length, self.width):
             raise ValueError(f"embeddings: expected shape [C, {self.context_length}, {self.width}], "
                              f"got {list(embeddings.shape)}")
         if tuple(tokenized.shape) != tuple(embeddings.shape[:2]):
             raise ValueError(f"tokenized: expected shape {list(embeddings.shape[:2])}, got {list(tokenized.shape)}")
-        blocks = self.transformer.resblocks
         k = int(return_hidden)
-        if not 0 <= k <= len(blocks):
-            raise ValueError(f"return_hidden={return_hidden}: expected 0..{len(blocks)} (text blocks)")
+        if not 0 <= k <= self.layers:
+            raise ValueError(f"return_hidden={return_hidden}: expected 0..{self.layers} (text blocks)")
         deep = list(deep_prompts) if deep_prompts is not None else []
-        n_cls = embeddings.shape[0]
-        dtype = self.dtype
+        deep = deep[: max(self.layers - 1, 0)]  # a prompt beyond the last block is never inserted
+        eot = tokenized.to(embeddings.device).argmax(dim=-1)
+        if length is None:
+            length = self.sequence_length(tokenized, deep)
+        length = int(length)
+        if not 1 <= length <= self.context_length or int(eot.max()) >= length:
+            raise ValueError(f"length={length}: expected max EOT index + 1 = {int(eot.max()) + 1} .. "
+                             f"{self.context_length}")
+        rows = embeddings.shape[0]
+        self.last_shape = (rows, length)
 
-        x = embeddings.to(dtype) + self.positional_embedding.to(dtype)
+        shard = distributed.text_row_shard() if torch.is_grad_enabled() else None
+        start, end = distributed.row_range(rows, *shard) if shard else (0, rows)
+        features, hidden = self._encode_rows(embeddings, eot, deep, k, length, start, end)
+        if shard:
+            features = distributed.gather_rows(features, rows)
+            hidden = [distributed.gather_rows(h, rows) for h in hidden]
+        return (features, hidden) if k else features
+
+    # ------------------------------------------------------------------------------ internals
+    def _encode_rows(self, embeddings, eot, deep, k, length, start, end):
+        """Features and last-k hidden states of rows ``start:end``, chunked by the plan."""
+        rows = end - start
+        plan_on = self.plan.active(rows, length)
+        step = self.plan.rows_per_chunk(rows, length) if plan_on else max(rows, 1)
+        use_checkpoint = plan_on and torch.is_grad_enabled()
+        if rows == 0:  # a rank with no rows of a tiny class set: empty blocks for the gather
+            empty = embeddings.new_zeros((0, length, self.width), dtype=self.dtype)
+            return embeddings.new_zeros((0, self.embed_dim), dtype=self.dtype), [empty] * k
+        # shared deep prompts as one [R, n, Dt] view: each chunk takes its rows, and the gradient is
+        # summed over all rows in one reduction, as without chunks (bit-identical gradients)
+        total = embeddings.shape[0]
+        deep = [p if p.dim() == 3 else p.unsqueeze(0).expand(total, -1, -1) for p in deep]
+        feats, hiddens = [], []
+        for lo in range(start, end, step):
+            f, h = self._encode_chunk(embeddings, eot, deep, k, length, lo, min(lo + step, end), use_checkpoint)
+            feats.append(f)
+            hiddens.append(h)
+        if len(feats) == 1:
+            return feats[0], hiddens[0]
+        hidden = [torch.cat(per_layer, dim=0) for per_layer in zip(*hiddens)] if k else []
+        return torch.cat(feats, dim=0), hidden
+
+    def _encode_chunk(self, embeddings, eot, deep, k, length, lo, hi, use_checkpoint):
+        dtype = self.dtype
+        blocks = self.transformer.resblocks
+        n_rows = hi - lo
+        x = embeddings[lo:hi, :length].to(dtype) + self.positional_embedding[:length].to(dtype)
         x = x.permute(1, 0, 2)  # NLD -> LND, CLIP's blocks are sequence-first
+        mask = self.causal_mask[:length, :length].to(dtype=x.dtype, device=x.device)
         hidden = []
         for i, block in enumerate(blocks):
             if 1 <= i <= len(deep):
-                p = prompt_tokens(deep[i - 1], n_cls, self.width, x, f"deep_prompts[{i - 1}]")
+                prompt = deep[i - 1]
+                if prompt.dim() == 3 and prompt.shape[0] == embeddings.shape[0]:  # one prompt per row
+                    prompt = prompt[lo:hi]
+                p = prompt_tokens(prompt, n_rows, self.width, x, f"deep_prompts[{i - 1}]")
                 n = p.shape[0]
                 if 1 + n > x.shape[0]:
                     raise ValueError(f"deep_prompts[{i - 1}]: {n} tokens do not fit after SOS in {x.shape[0]}")
                 x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
-            x = block(x)
+            if use_checkpoint:
+                x = checkpoint(run_block, block, x, mask, use_reentrant=False)
+            else:
+                x = run_block(block, x, mask)
             if i >= len(blocks) - k:
                 hidden.append(x.permute(1, 0, 2))
         x = self.ln_final(x.permute(1, 0, 2)).to(dtype)
-        eot = tokenized.to(x.device).argmax(dim=-1)
-        features = x[torch.arange(n_cls, device=x.device), eot] @ self.text_projection
-        return (features, hidden) if k else features
+        index = eot[lo:hi]
+        features = x[torch.arange(n_rows, device=x.device), index] @ self.text_projection
+        return features, hidden

@@ -94,6 +94,12 @@ _C.MODEL.BACKBONE.NAME = ""  # CLIP name, e.g. "ViT-B/16"
 _C.MODEL.BACKBONE.PRETRAINED = True
 _C.MODEL.BACKBONE.PATH = ""  # added: explicit CLIP weights file
 _C.MODEL.BACKBONE.RANDOM_INIT = False  # added: seeded random weights (tests / offline smoke runs)
+# added: speed/memory plan of the prompted text encoder (engine/backbone/text_plan.py, docs/CONFIG.md)
+_C.MODEL.TEXT_ENCODER = CN()
+_C.MODEL.TEXT_ENCODER.TRUNCATE = True  # run only up to the longest real prompt (exact; False = all 77)
+_C.MODEL.TEXT_ENCODER.MEMORY_PLAN = "auto"  # chunked + checkpointed text passes: auto, on or off
+_C.MODEL.TEXT_ENCODER.CHUNK_SIZE = 0  # rows (class prompts) per chunk when the plan is on; 0 = automatic
+_C.MODEL.TEXT_ENCODER.AUTO_TOKENS = 16384  # auto: plan on above this many tokens (rows x positions) per pass
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""
 _C.MODEL.HEAD.HIDDEN_LAYERS = ()

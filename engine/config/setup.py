@@ -27,6 +27,7 @@ CHOICES = {
     "TEST.FINAL_MODEL": ("last_step", "best_val"),
     "TEST.SPLIT": ("test", "val"),
     "DATASET.SUBSAMPLE_CLASSES": ("all", "base", "new"),
+    "MODEL.TEXT_ENCODER.MEMORY_PLAN": ("auto", "on", "off"),
 }
 PREC_CHOICES = ("fp32", "fp16", "bf16", "amp")
 
