@@ -16,7 +16,7 @@
 * ``auto_tokens`` (``MODEL.TEXT_ENCODER.AUTO_TOKENS``, default 16384): the ``auto`` threshold. With
   ViT-B/16 widths in fp32 the plain computation keeps about 0.6 MB of activations per token, so the
   default switches the plan on above roughly 10 GB (e.g. CoMMA's 77-position pass over more than
-  212 classes, or a truncated pass of ~20 positions over more than 819 classes).
+  212 classes, or MaPLe's 18-position pass over ImageNet's names above 910 classes).
 
 Without gradients (evaluation, fixed text features) the plan only chunks: nothing is kept.
 """
