@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from engine import distributed
+from engine.utils.cpu_memory import release_large_frees
 from ._prompts import prompt_tokens
 from .text_plan import TextPlan
 
@@ -135,6 +136,8 @@ class PromptedTextEncoder(nn.Module):
         plan_on = self.plan.active(rows, length)
         step = self.plan.rows_per_chunk(rows, length) if plan_on else max(rows, 1)
         use_checkpoint = plan_on and torch.is_grad_enabled()
+        if use_checkpoint and embeddings.device.type == "cpu":
+            release_large_frees()  # else freed activations stay resident (about 2x the live tensors)
         if rows == 0:  # a rank with no rows of a tiny class set: empty blocks for the gather
             empty = embeddings.new_zeros((0, length, self.width), dtype=self.dtype)
             return embeddings.new_zeros((0, self.embed_dim), dtype=self.dtype), [empty] * k
