@@ -1,8 +1,8 @@
 """Shared ImageNet helpers: ``classnames.txt`` parsing and SORTED folder listings (§2.7).
 
 Folders and the file names inside them are sorted, so the listing (and thus the few-shot picks) is the
-same on every machine. (CoOp listed files unsorted and froze the order in ``preprocessed.pkl``, which we
-neither read nor write.)
+same on every machine. (CoOp listed files unsorted and froze the order in ``preprocessed.pkl``;
+``datasets/imagenet.py`` imports that file safely when present and then uses its order.)
 """
 import os
 from collections import OrderedDict

@@ -8,6 +8,10 @@
 | fp16 | fp16 weights | falls back to fp32, with a warning |
 | bf16 | bf16 weights | bf16 weights |
 | amp  | fp32 weights, fp16 autocast + GradScaler | fp32 weights, bf16 autocast, no scaler |
+
+``learned_dtype(backbone_dtype, upstream_numerics)`` is the dtype of a learned tensor that the
+official code creates in CLIP's dtype (``TRAINER.<NODE>.UPSTREAM_NUMERICS``): fp16 when the key is
+on and the backbone is fp16 (the official pure-fp16 SGD, no master copy), fp32 otherwise.
 """
 import contextlib
 from typing import NamedTuple, Optional
@@ -16,7 +20,7 @@ import torch
 
 from engine.utils.logger import get_logger
 
-__all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "PREC_NAMES"]
+__all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "learned_dtype", "PREC_NAMES"]
 
 PREC_NAMES = ("fp32", "fp16", "bf16", "amp")
 
@@ -65,3 +69,8 @@ def make_grad_scaler(precision, device):
     if not precision.use_scaler:
         return None
     return torch.amp.GradScaler(_device_type(device))
+
+
+def learned_dtype(backbone_dtype, upstream_numerics):
+    """fp16 if ``upstream_numerics`` and the backbone is fp16 (the official code's fp16 parameters), else fp32."""
+    return torch.float16 if upstream_numerics and backbone_dtype == torch.float16 else torch.float32

@@ -17,13 +17,15 @@ GOLDEN_PETS = os.path.normpath(os.path.join(SHARED, "data", "golden", "fewshot_O
 
 def make_cfg(root="", name="", **opts):
     """Mutable default config (engine defaults, which already hold DATASET.SUBSAMPLE_CLASSES) with
-    ``DATASET.ROOT/NAME`` set, ``NUM_WORKERS 0``, and ``opts`` given as ``SECTION__KEY=value``."""
+    ``DATASET.ROOT/NAME`` set, ``NUM_WORKERS 0``, ``DATASET.ALLOW_GENERATED_SPLIT True``, and ``opts``
+    given as ``SECTION__KEY=value``."""
     from engine.config import get_cfg_default
     cfg = get_cfg_default()
     cfg.DATASET.ROOT = str(root)
     cfg.DATASET.NAME = name
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.USE_CUDA = False
+    cfg.DATASET.ALLOW_GENERATED_SPLIT = True  # the synthetic trees carry no split file unless stated
     for key, value in opts.items():
         node = cfg
         parts = key.split("__")

@@ -173,16 +173,17 @@ class _Bomb:
         return (open, (self.marker, "w"))
 
 
-def test_legacy_pickle_cache_is_never_unpickled(tmp_path, capsys):
+def test_legacy_pickle_with_code_is_refused_not_run(tmp_path):
+    """A legacy pickle naming any global but Dassl's Datum is refused (engine.data.legacy_fewshot)."""
     _dtd(tmp_path)
     marker = tmp_path / "unpickled.txt"
     os.makedirs(tmp_path / "dtd" / "split_fewshot")
     with open(tmp_path / "dtd" / "split_fewshot" / "shot_1-seed_1.pkl", "wb") as f:
         pickle.dump({"train": _Bomb(str(marker)), "val": []}, f)
-    ds = _build_seeded(tmp_path, "DescribableTextures", 1, DATASET__NUM_SHOTS=1)
+    with pytest.raises(ValueError, match=r"forbidden global (io|builtins)\.open"):
+        _build_seeded(tmp_path, "DescribableTextures", 1, DATASET__NUM_SHOTS=1)
     assert not marker.exists()
-    assert len(ds.train_x) == 3
-    assert "Ignoring legacy pickle cache" in capsys.readouterr().out
+    assert not (tmp_path / "dtd" / "split_fewshot" / "shot_1-seed_1.json").exists()
 
 
 def test_corrupt_cache_is_a_clear_error(tmp_path):

@@ -22,7 +22,8 @@ def test_tool_matches_trainer_path(tmp_path):
     for r in (a, b):
         LAYOUTS["OxfordPets"][0](str(r))
     res = _run("--root", str(a), "--dataset-config-file", "configs/datasets/oxford_pets.yaml", "--seed", "2",
-               "--list", "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base")
+               "--list", "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base",
+               "DATASET.ALLOW_GENERATED_SPLIT", "True")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["dataset"] == "OxfordPets" and out["classnames"] == ["abyssinian", "american_bulldog"]
@@ -43,7 +44,7 @@ def test_tool_matches_train_py(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for r in (a, b):
         LAYOUTS["DescribableTextures"][0](str(r))
-    opts = ["DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0"]
+    opts = ["DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0", "DATASET.ALLOW_GENERATED_SPLIT", "True"]
     res = _run("--root", str(a), "--dataset-config-file", "configs/datasets/dtd.yaml", "--seed", "3", *opts)
     assert res.returncode == 0, res.stderr
     train = subprocess.run(

@@ -2,7 +2,8 @@
 
 ``PromptCLIP`` is the "CustomCLIP" of the official repos, written once: an unmodified CLIP driven by
 ``engine.backbone``'s prompted encoders, a frozen ``logit_scale`` and a method-specific
-``prompt_learner``. Logits are ``exp(logit_scale) * cos(f_image, g_class)`` (CLIP eq., fp32).
+``prompt_learner``. Logits are ``exp(logit_scale) * cos(f_image, g_class)`` (CLIP eq., fp32; in the
+backbone dtype, with no casts, when ``TRAINER.<node>.UPSTREAM_NUMERICS`` is True, as the official code).
 ``PromptTrainer`` is the Dassl ``TrainerX`` every method shares: it loads CLIP
 (``MODEL.BACKBONE.*``), casts it to ``TRAINER.<node>.PREC``, freezes everything outside
 ``prompt_learner``, logs ``Trainable parameters: N``, builds the optimiser over the trainable tensors
@@ -20,7 +21,7 @@ from engine.backbone.prompted_text import default_text_plan
 from engine.backbone.text_plan import TextPlan
 from engine.distributed import shard_text_rows
 from engine.optim import build_lr_scheduler, build_optimizer
-from engine.precision import resolve_precision
+from engine.precision import learned_dtype, resolve_precision
 from engine.trainer import TrainerX
 from engine.utils.logger import get_logger
 from trainers.templates import format_classname
@@ -70,7 +71,9 @@ class PromptCLIP(nn.Module):
 
     Contract: ``text_features()`` -> un-normalised class embeddings ``[C, E]``;
     ``image_features(image)`` -> un-normalised image embeddings ``[B, E]``; ``forward(image)`` -> fp32
-    logits ``[B, C]`` (always logits, in train and eval mode alike).
+    logits ``[B, C]`` (always logits, in train and eval mode alike). ``upstream_numerics`` (set by the
+    trainer from ``TRAINER.<node>.UPSTREAM_NUMERICS``): normalisation, logits and loss in the dtype of
+    the features (the backbone's), as the official code, instead of fp32.
     """
 
     #: state-dict key suffixes that depend on the class names; never saved, dropped when loading.
@@ -84,6 +87,7 @@ class PromptCLIP(nn.Module):
         self.logit_scale = nn.Parameter(clip_model.logit_scale.detach().clone(), requires_grad=False)
         self.dtype = clip_model.dtype
         self._text_cache = None
+        self.upstream_numerics = False
 
     # -- to implement
     def text_features(self):
@@ -98,7 +102,11 @@ class PromptCLIP(nn.Module):
         return self.image_features(image), self.text_features()
 
     def logits_from(self, image_features, text_features, normalized_text=False):
-        """``exp(logit_scale) * cos`` in fp32."""
+        """``exp(logit_scale) * cos`` in fp32 (upstream numerics: in the features' dtype, no casts)."""
+        if self.upstream_numerics:  # official: x / x.norm(), logit_scale.exp() * img @ txt.t()
+            img = F.normalize(image_features, dim=-1)
+            txt = text_features if normalized_text else F.normalize(text_features, dim=-1)
+            return self.logit_scale.exp() * img @ txt.t()
         img = F.normalize(image_features.float(), dim=-1)
         txt = text_features if normalized_text else F.normalize(text_features.float(), dim=-1)
         return self.logit_scale.float().exp() * img @ txt.t()
@@ -118,7 +126,8 @@ class PromptCLIP(nn.Module):
     @torch.no_grad()
     def cache_text_features(self):
         """Compute the normalised class text features once (used until ``clear_text_cache``)."""
-        self._text_cache = F.normalize(self.text_features().float(), dim=-1)
+        text = self.text_features()
+        self._text_cache = F.normalize(text if self.upstream_numerics else text.float(), dim=-1)
 
     def clear_text_cache(self):
         self._text_cache = None
@@ -129,6 +138,12 @@ class PromptCLIP(nn.Module):
 
 
 # ------------------------------------------------------------------------------ precision helpers
+def upstream_numerics_enabled(cfg, node_name):
+    """``TRAINER.<node_name>.UPSTREAM_NUMERICS`` as a bool (False when the node or key is absent)."""
+    node = cfg.TRAINER.get(node_name) if node_name else None
+    return bool(node.get("UPSTREAM_NUMERICS", False)) if node is not None else False
+
+
 def cast_clip(clip_model, dtype):
     """Cast CLIP's matmul weights to ``dtype`` the way OpenAI's ``convert_weights`` does for fp16.
 
@@ -178,6 +193,15 @@ class PromptTrainer(TrainerX):
     def build_custom_model(self, clip_model, classnames):
         raise NotImplementedError
 
+    @property
+    def upstream_numerics(self):
+        """``TRAINER.<CFG_NODE>.UPSTREAM_NUMERICS`` (False without a node)."""
+        return upstream_numerics_enabled(self.cfg, self.CFG_NODE)
+
+    def learned_dtype(self, clip_model):
+        """dtype of the tensors the official code learns in CLIP's dtype (``engine.precision.learned_dtype``)."""
+        return learned_dtype(clip_model.dtype, self.upstream_numerics)
+
     def trainable_parameters(self):
         """``[(name, parameter)]`` that the optimiser updates (default: those with ``requires_grad``)."""
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -209,12 +233,19 @@ class PromptTrainer(TrainerX):
         with default_text_plan(plan):
             self.model = self.build_custom_model(clip_model, self.classnames)
         self.model.to(self.device)
+        self.model.upstream_numerics = self.upstream_numerics
+        if self.upstream_numerics:
+            logger.info(f"TRAINER.{self.CFG_NODE}.UPSTREAM_NUMERICS: the official code's arithmetic "
+                        f"(logits, normalisation and loss in {clip_model.dtype}; see docs/METHODS.md)")
         for name, param in self.model.named_parameters():
             if not name.startswith("prompt_learner."):
                 param.requires_grad_(False)
 
         trainable = self.trainable_parameters()
         logger.info(f"Parameters to be updated: {sorted(n for n, _ in trainable)}")
+        low = sorted(f"{n} ({str(p.dtype).replace('torch.', '')})" for n, p in trainable if p.dtype != torch.float32)
+        if low:
+            logger.info(f"Learned without an fp32 master copy (as upstream): {', '.join(low)}")
         logger.info(f"Trainable parameters: {sum(p.numel() for _, p in trainable):,}")
         self.optim = self.sched = None
         if trainable:
@@ -274,8 +305,8 @@ class PromptTrainer(TrainerX):
         """Load a (possibly official, whole-model) state dict into registered model ``name``.
 
         Official key names are mapped by the model's ``load_legacy_state_dict``; class-dependent
-        buffers and frozen CLIP weights are dropped; missing/unexpected keys are reported, and a
-        checkpoint that provides none of the learned tensors is an error.
+        buffers and frozen CLIP weights are dropped; a missing learned tensor, or one the model does not
+        have (another method's checkpoint), is a ``CheckpointError`` naming the keys.
         """
         module = self._models[name]
         state = self.model.load_legacy_state_dict(dict(state_dict))
@@ -290,14 +321,27 @@ class PromptTrainer(TrainerX):
                     and (module is not self.model or k.startswith("prompt_learner."))]
         if expected and not any(k in state for k in expected):
             raise ValueError(f"{source} holds none of the tensors of {name} (expected e.g. {expected[:3]})")
+        missing = [k for k in expected if k not in state]
+        if missing:  # another method's checkpoint, or one missing learned tensors: never evaluate half of it
+            from engine.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{source} does not fit {name} of {type(self).__name__}: {len(missing)} of its "
+                                  f"{len(expected)} learned tensors are missing ({', '.join(missing[:4])}"
+                                  f"{', ...' if len(missing) > 4 else ''}); is it another method's checkpoint?")
+        own = set(module.state_dict())
+        unexpected = [k for k in state if k not in own]
+        if unexpected:  # learned tensors this model does not have: another method's (or setting's) checkpoint
+            from engine.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{source} does not fit {name} of {type(self).__name__}: it holds "
+                                  f"{len(unexpected)} learned tensor(s) this model does not have "
+                                  f"({', '.join(unexpected[:4])}"
+                                  f"{', ...' if len(unexpected) > 4 else ''}); is it another method's checkpoint?")
         try:
             result = module.load_state_dict(state, strict=False)
         except RuntimeError as err:
             first = str(err).strip().splitlines()
             raise ValueError(f"{source} does not fit {name}: {' '.join(first[1:3]) or first[0]}") from None
-        missing = [k for k in result.missing_keys if k in expected]
-        if missing:
-            logger.warning(f"Keys missing from {source} (kept as built): {missing}")
         if result.unexpected_keys:
             logger.warning(f"Unexpected keys in {source} (ignored): {result.unexpected_keys}")
 

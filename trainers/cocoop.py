@@ -9,7 +9,8 @@ prompts in one text-encoder call, chunked over images to bound memory (``MAX_TEX
 Config node ``TRAINER.COCOOP``: ``N_CTX`` (16), ``CTX_INIT`` ("" = random; otherwise
 ``n_ctx`` = number of words), ``PREC``. Meta-Net ``Linear(E -> E//16) -> ReLU -> Linear(E//16 -> D)``
 named ``meta_net.linear1/relu/linear2`` (official keys); registered as ``prompt_learner``.
-Context and Meta-Net are fp16 only where the backbone is fp16.
+Context and Meta-Net are fp16 only where the backbone is fp16 (as upstream). ``UPSTREAM_NUMERICS``:
+normalisation and logits in the backbone dtype, as upstream, instead of fp32.
 """
 from collections import OrderedDict
 
@@ -66,7 +67,8 @@ class CoCoOpCLIP(PromptCLIP):
         raise RuntimeError("CoCoOp's class text features depend on the image; use forward(image)")
 
     def forward(self, image):
-        img = F.normalize(self.image_features(image).float(), dim=-1)  # [B, E]
+        img = self.image_features(image)
+        img = F.normalize(img if self.upstream_numerics else img.float(), dim=-1)  # [B, E]
         n_cls = self.prompt_learner.n_cls
         per_call = max(1, self.MAX_TEXT_SEQUENCES // n_cls)
         logits = []
@@ -76,9 +78,13 @@ class CoCoOpCLIP(PromptCLIP):
             b = prompts.shape[0]
             tokenized = self.prompt_learner.tokenized_prompts.repeat(b, 1)
             txt = self.text_encoder(prompts.reshape(b * n_cls, *prompts.shape[2:]), tokenized)
-            txt = F.normalize(txt.float(), dim=-1).reshape(b, n_cls, -1)
-            logits.append(torch.einsum("be,bce->bc", chunk, txt))
-        return self.logit_scale.float().exp() * torch.cat(logits, dim=0)
+            txt = F.normalize(txt if self.upstream_numerics else txt.float(), dim=-1).reshape(b, n_cls, -1)
+            if self.upstream_numerics:  # official: (logit_scale * imf_i) @ txt_i.t(), in the backbone dtype
+                logits.append(torch.einsum("be,bce->bc", self.logit_scale.exp() * chunk, txt))
+            else:
+                logits.append(torch.einsum("be,bce->bc", chunk, txt))
+        logits = torch.cat(logits, dim=0)
+        return logits if self.upstream_numerics else self.logit_scale.float().exp() * logits
 
 
 @TRAINER_REGISTRY.register()

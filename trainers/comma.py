@@ -18,6 +18,8 @@ chooses (docs/METHODS.md).
   the state dict. Loss = CE + ``WEIGHT`` * L_kd (training only). ``KD_TOKENS all`` (official)
   averages over all 77 positions, so the training text pass runs all of them; ``real`` averages
   over each class's positions up to its EOT token, and the pass is truncated to the longest prompt.
+* ``UPSTREAM_NUMERICS`` True with an fp16 backbone: ``ctx``, ``proj`` and Phi_2 are fp16 parameters
+  (updated in fp16, as upstream's ``.half()``), and L_kd's cosine runs in the backbone dtype.
 """
 import math
 
@@ -25,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.precision import learned_dtype
 from engine.trainer import TRAINER_REGISTRY
 from engine.utils.logger import get_logger
 from trainers.base import PromptTrainer, embed_texts
@@ -83,14 +86,16 @@ class CoMMAPromptLearner(TextPromptMixin, nn.Module):
         text_width, vision_width = encoder_widths(clip_model)
         ctx, tokenized, embedding = build_text_context(clip_model, classnames, n_ctx, node.CTX_INIT)
         self.n_ctx, self.depth = n_ctx, depth
-        self.proj = nn.Linear(text_width, vision_width)
-        self.ctx = nn.Parameter(ctx)
+        dtype = learned_dtype(clip_model.dtype, node.get("UPSTREAM_NUMERICS", False))  # upstream: fp16
+        self.proj = nn.Linear(text_width, vision_width).to(dtype)
+        self.ctx = nn.Parameter(ctx.to(dtype))
         self.compound_prompts_text = nn.Parameter(
             nn.init.normal_(torch.empty(depth - 1, n_ctx, text_width), std=0.02)
         )
         self.train_generator = bool(node.TRAIN_GENERATOR)
         if depth >= 2:
-            self.compound_prompt_projections_image_base = PromptGenerator(text_width, vision_width)
+            # upstream builds the first generator with half=True; the later ones stay fp32
+            self.compound_prompt_projections_image_base = PromptGenerator(text_width, vision_width).to(dtype)
         self.compound_prompt_projections_image = nn.ModuleList(
             [PromptGenerator(text_width, vision_width) for _ in range(depth - 2)]
         )
@@ -200,7 +205,8 @@ class CoMMACLIP(MultiModalCLIP):
         weight = mask.float() / mask.sum()
         scores = []
         for h, t in zip(hidden, targets):
-            cos = F.cosine_similarity(h.float(), t.float(), dim=-1, eps=KD_EPS)
+            h, t = (h, t.to(h.dtype)) if self.upstream_numerics else (h.float(), t.float())
+            cos = F.cosine_similarity(h, t, dim=-1, eps=KD_EPS)
             scores.append(1.0 - (cos.mean() if self.kd_tokens == "all" else (cos * weight).sum()))
         return torch.stack(scores).mean()
 

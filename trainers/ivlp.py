@@ -15,12 +15,15 @@ official code requires J_t >= 1; with J_t = 0 the text side is the fixed prompt
 "<CTX_INIT or 'a photo of a'> <class>."). Registered as ``VLPromptLearner`` (whole model, as upstream).
 Learned tensors: ``prompt_learner.{ctx, text_prompts.i, vision.vision_ctx, vision.vision_prompts.i}``; the
 official ``VPT``/``VPT_shallow`` names inside CLIP blocks are mapped by ``legacy_prompt_keys``.
+Precision: fp32 master copies, except the shallow text ``ctx`` under ``UPSTREAM_NUMERICS`` True with an
+fp16 backbone (an fp16 parameter, as upstream, which builds it in CLIP's dtype).
 """
 import re
 
 import torch
 import torch.nn as nn
 
+from engine.precision import learned_dtype
 from engine.trainer import TRAINER_REGISTRY
 from engine.utils.logger import get_logger
 from trainers.base import PromptCLIP, PromptTrainer, build_class_prompts, count_words, init_context_from_text
@@ -65,7 +68,7 @@ class VLPromptLearner(nn.Module):
     """IVLP's learned tensors: text ``ctx`` + ``text_prompts``, vision ``vision_ctx`` + ``vision_prompts``."""
 
     def __init__(self, clip_model, classnames, n_ctx_text, n_ctx_vision, ctx_init, depth_text, depth_vision,
-                 vision_width):
+                 vision_width, ctx_dtype=torch.float32):
         super().__init__()
         text_width = clip_model.ln_final.weight.shape[0]
         self.depth_text = depth_text
@@ -77,10 +80,10 @@ class VLPromptLearner(nn.Module):
             if n_ctx_text > count_words(prompt_prefix):
                 raise ValueError(f"N_CTX_TEXT={n_ctx_text} exceeds the {count_words(prompt_prefix)} tokens "
                                  f"of CTX_INIT {prompt_prefix!r}")
-            self.ctx = nn.Parameter(init_context_from_text(clip_model, prompt_prefix, n_ctx_text))
+            self.ctx = nn.Parameter(init_context_from_text(clip_model, prompt_prefix, n_ctx_text).to(ctx_dtype))
         else:
             prompt_prefix = " ".join(["X"] * n_ctx_text)
-            self.ctx = nn.Parameter(random_context(n_ctx_text, text_width))
+            self.ctx = nn.Parameter(random_context(n_ctx_text, text_width).to(ctx_dtype))
         logger.info(f'Initial text context: "{prompt_prefix}" ({self.n_ctx} learned tokens, depth {depth_text}); '
                     f"vision: {n_ctx_vision if depth_vision else 0} tokens, depth {depth_vision}")
         self.text_prompts = deep_prompt_list(max(depth_text - 1, 0), n_ctx_text, text_width)
@@ -130,12 +133,13 @@ class IVLPCLIP(PromptCLIP):
     """CLIP with independent deep prompts in the text and the vision encoder."""
 
     def __init__(self, clip_model, classnames, n_ctx_text=2, n_ctx_vision=2, ctx_init=DEFAULT_CTX_INIT,
-                 depth_text=9, depth_vision=9):
+                 depth_text=9, depth_vision=9, upstream_numerics=False):
         super().__init__(clip_model, classnames)
         check_depth("TRAINER.IVLP.PROMPT_DEPTH_TEXT", depth_text, n_ctx_text, self.text_encoder.layers)
         check_depth("TRAINER.IVLP.PROMPT_DEPTH_VISION", depth_vision, n_ctx_vision, self.image_encoder.layers)
         self.prompt_learner = VLPromptLearner(clip_model, classnames, n_ctx_text, n_ctx_vision, ctx_init,
-                                              depth_text, depth_vision, self.image_encoder.width)
+                                              depth_text, depth_vision, self.image_encoder.width,
+                                              ctx_dtype=learned_dtype(clip_model.dtype, upstream_numerics))
 
     def text_features(self):
         learner = self.prompt_learner
@@ -160,4 +164,4 @@ class IVLP(PromptTrainer):
         node = self.cfg.TRAINER.IVLP
         return IVLPCLIP(clip_model, classnames, n_ctx_text=node.N_CTX_TEXT, n_ctx_vision=node.N_CTX_VISION,
                         ctx_init=node.CTX_INIT, depth_text=node.PROMPT_DEPTH_TEXT,
-                        depth_vision=node.PROMPT_DEPTH_VISION)
+                        depth_vision=node.PROMPT_DEPTH_VISION, upstream_numerics=self.upstream_numerics)

@@ -12,6 +12,8 @@ Vision branch (the "coupling functions"):
   freshly initialised Linear(Dt -> Dv) (identical start, as the official ``_get_clones``).
 Widths Dt/Dv come from the loaded backbone. Parameter names equal the official checkpoint's, so
 released MaPLe weights load unchanged. ``PROMPT_DEPTH`` 1 = shallow MaPLe (no deep prompts).
+Precision: every learned tensor is an fp32 master copy, except ``ctx`` and ``proj`` under
+``UPSTREAM_NUMERICS`` True with an fp16 backbone (fp16 parameters updated in fp16, as upstream).
 """
 import copy
 
@@ -19,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from engine.trainer import TRAINER_REGISTRY
+from engine.precision import learned_dtype
 from trainers.base import PromptCLIP, PromptTrainer, build_class_prompts, init_context_from_text
 
 #: MaPLe initialises ctx from CTX_INIT only up to this many context tokens (official ``n_ctx <= 4``).
@@ -86,9 +89,10 @@ class MultiModalPromptLearner(TextPromptMixin, nn.Module):
         depth, n_ctx = check_prompt_depth("MAPLE", node, clip_model)
         text_width, vision_width = encoder_widths(clip_model)
         ctx, tokenized, embedding = build_text_context(clip_model, classnames, n_ctx, node.CTX_INIT)
+        dtype = learned_dtype(clip_model.dtype, node.get("UPSTREAM_NUMERICS", False))  # upstream: proj.half()
         # creation order as upstream (proj, ctx, text prompts, projections): same RNG use per seed
-        self.proj = nn.Linear(text_width, vision_width)
-        self.ctx = nn.Parameter(ctx)
+        self.proj = nn.Linear(text_width, vision_width).to(dtype)
+        self.ctx = nn.Parameter(ctx.to(dtype))
         self.compound_prompts_text = nn.ParameterList(
             [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)) for _ in range(depth - 1)]
         )

@@ -11,9 +11,12 @@ Config node ``TRAINER.VPT``: ``N_CTX_VISION``, ``PROMPT_DEPTH_VISION`` (>= 1), `
 ``prompt_learner`` (whole model, as upstream); learned tensors ``prompt_learner.vision_ctx`` and
 ``prompt_learner.vision_prompts.i`` (official ``image_encoder.VPT`` /
 ``image_encoder.transformer.resblocks.{i}.VPT_shallow``, mapped at load).
+``UPSTREAM_NUMERICS`` True: ``PREC fp16`` runs as fp32, because the official ``vpt.py`` returns
+``model.float()`` from ``load_clip_to_cpu`` (its backbone is fp32 whatever ``PREC`` says).
 """
 from engine.trainer import TRAINER_REGISTRY
-from trainers.base import PromptCLIP, PromptTrainer
+from engine.utils.logger import get_logger
+from trainers.base import PromptCLIP, PromptTrainer, upstream_numerics_enabled
 from trainers.ivlp import VisionPrompts, legacy_prompt_keys
 from trainers.templates import template_for
 from trainers.zsclip import template_text_features
@@ -22,7 +25,8 @@ from trainers.zsclip import template_text_features
 class VPTCLIP(PromptCLIP):
     """CLIP with deep vision prompts and fixed hand-crafted class text features."""
 
-    def __init__(self, clip_model, classnames, n_ctx_vision=2, depth_vision=1, template="a photo of a {}."):
+    def __init__(self, clip_model, classnames, n_ctx_vision=2, depth_vision=1, template="a photo of a {}.",
+                 upstream_numerics=False):
         super().__init__(clip_model, classnames)
         layers = self.image_encoder.layers
         if layers == 0:
@@ -34,7 +38,7 @@ class VPTCLIP(PromptCLIP):
             raise ValueError(f"TRAINER.VPT.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
         self.prompt_learner = VisionPrompts(n_ctx_vision, depth_vision, self.image_encoder.width)
         self.template = template
-        fixed = template_text_features(clip_model, self.text_encoder, classnames, [template])
+        fixed = template_text_features(clip_model, self.text_encoder, classnames, [template], upstream_numerics)
         self.register_buffer("fixed_text_features", fixed, persistent=False)
 
     def text_features(self):
@@ -55,7 +59,22 @@ class VPT(PromptTrainer):
     MODEL_NAME = "prompt_learner"
     CACHE_TEXT_AT_EVAL = False  # the fixed features are the cache
 
+    @classmethod
+    def prec_name(cls, cfg):
+        """``PREC``, except ``fp16`` with ``UPSTREAM_NUMERICS`` True runs fp32 (upstream's ``model.float()``)."""
+        prec = super().prec_name(cfg)
+        if prec == "fp16" and upstream_numerics_enabled(cfg, cls.CFG_NODE):
+            get_logger().info("TRAINER.VPT.UPSTREAM_NUMERICS: PREC fp16 runs as fp32, as the official vpt.py "
+                              "(its load_clip_to_cpu returns model.float())")
+            return "fp32"
+        return prec
+
+    @property
+    def prec(self):
+        return self.prec_name(self.cfg)
+
     def build_custom_model(self, clip_model, classnames):
         node = self.cfg.TRAINER.VPT
         return VPTCLIP(clip_model, classnames, n_ctx_vision=node.N_CTX_VISION,
-                       depth_vision=node.PROMPT_DEPTH_VISION, template=template_for(self.cfg, {}))
+                       depth_vision=node.PROMPT_DEPTH_VISION, template=template_for(self.cfg, {}),
+                       upstream_numerics=self.upstream_numerics)

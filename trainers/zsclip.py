@@ -7,7 +7,9 @@ template ``template_for(cfg, ZEROSHOT_TEMPLATES)`` (``DATASET.TEMPLATE`` overrid
 CoOp repo, but built per instance (the official class-level ``+=`` doubled the list on a second
 instance). Text features are computed once, when the model is built.
 
-Config node ``TRAINER.ZSCLIP`` (``PREC``). No model is registered, so nothing is saved or loaded:
+Config node ``TRAINER.ZSCLIP`` (``PREC``, ``UPSTREAM_NUMERICS``: text features, normalisation and
+logits in the backbone dtype with the official running sum over templates, instead of fp32).
+No model is registered, so nothing is saved or loaded:
 ``--eval-only`` evaluates it (``--model-dir`` is ignored) and a training request logs that there is
 nothing to train and runs the evaluation instead.
 """
@@ -24,14 +26,22 @@ logger = get_logger()
 
 
 @torch.no_grad()
-def template_text_features(clip_model, text_encoder, classnames, templates):
+def template_text_features(clip_model, text_encoder, classnames, templates, upstream_numerics=False):
     """``normalize(mean_k normalize(g(T_k(c))))`` over ``templates``: fp32 ``[C, E]``.
 
     One text-encoder call per template; with a single template this is just its normalised features.
+    ``upstream_numerics``: the official arithmetic in the encoder's dtype (a single template is
+    normalised once; several are summed one by one, divided by their number and normalised).
     """
     if not templates:
         raise ValueError("at least one prompt template is needed")
     names = [format_classname(name) for name in classnames]
+    if upstream_numerics:
+        total = 0
+        for template in templates:
+            tokenized, embedding = embed_texts(clip_model, [template.format(name) for name in names])
+            total = total + F.normalize(text_encoder(embedding, tokenized), dim=-1)
+        return total if len(templates) == 1 else F.normalize(total / len(templates), dim=-1)
     per_template = []
     for template in templates:
         tokenized, embedding = embed_texts(clip_model, [template.format(name) for name in names])
@@ -42,11 +52,11 @@ def template_text_features(clip_model, text_encoder, classnames, templates):
 class ZeroshotCLIPModel(PromptCLIP):
     """Frozen CLIP with fixed class text features from ``templates`` (computed once, at build)."""
 
-    def __init__(self, clip_model, classnames, templates):
+    def __init__(self, clip_model, classnames, templates, upstream_numerics=False):
         super().__init__(clip_model, classnames)
         self.prompt_learner = nn.Module()  # nothing learned
         self.templates = tuple(templates)
-        fixed = template_text_features(clip_model, self.text_encoder, classnames, self.templates)
+        fixed = template_text_features(clip_model, self.text_encoder, classnames, self.templates, upstream_numerics)
         self.register_buffer("fixed_text_features", fixed, persistent=False)
 
     def text_features(self):
@@ -73,7 +83,7 @@ class ZeroshotCLIP(PromptTrainer):
             logger.info(f'Prompt template: "{templates[0]}"')
         else:
             logger.info(f"Prompt ensembling (n={len(templates)}): {templates}")
-        return ZeroshotCLIPModel(clip_model, classnames, templates)
+        return ZeroshotCLIPModel(clip_model, classnames, templates, upstream_numerics=self.upstream_numerics)
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         """Nothing is learned, so nothing is registered (no checkpoint is written or read)."""

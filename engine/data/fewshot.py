@@ -1,24 +1,60 @@
-"""Few-shot subsets with a JSON cache (compat note §2.4, issue 3 item 3).
+"""Few-shot subsets with a JSON cache (compat note §2.4).
 
 ``load_or_create_fewshot`` mirrors the CoOp dataset code: the cache
 ``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.json`` holds ``{"train": rows, "val": rows}`` in the split
 schema (paths relative to ``path_prefix``, like the split file; ImageNet: only ``train``). When it exists
-it is read and no random numbers are drawn (same as Dassl); otherwise train is sampled with
-``random.sample`` (K per label) then val with ``min(K, 4)``, continuing the same global RNG stream.
-Legacy ``.pkl`` caches are never unpickled (a crafted pickle runs code); the sampling reproduces them.
+it is read and no random numbers are drawn (same as Dassl). When only the official
+``shot_{K}-seed_{S}.pkl`` exists, it is imported through the restricted unpickler of
+``engine.data.legacy_fewshot`` (Dassl's ``Datum`` and builtin containers only; its items must be
+images of the current split with the same labels), the JSON is written and the import logged; no
+random numbers are drawn either. Otherwise train is sampled with ``random.sample`` (K per label) then
+val with ``min(K, 4)``, continuing the same global RNG stream. ``convert_fewshot_folder`` imports every
+official pickle of a ``split_fewshot`` folder (``tools/convert_fewshot.py``).
 """
 import os
+import re
 
 from engine.utils.io import atomic_write_text
 from engine.utils.logger import get_logger
 
+from .legacy_fewshot import import_dassl_pickle, known_paths, rows_as_datums
 from .sampling import generate_fewshot_dataset
 from .splits import dump_json_text, items_to_rows, load_json_file, rows_to_items
+
+LEGACY_NAME = re.compile(r"^shot_(\d+)-seed_(-?\d+)\.pkl$")
 
 
 def fewshot_cache_path(dataset_dir, num_shots, seed):
     """``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.json`` (S printed as an int, -1 when unseeded)."""
     return os.path.join(dataset_dir, "split_fewshot", f"shot_{int(num_shots)}-seed_{int(seed)}.json")
+
+
+def _write_cache(path, obj, log):
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_text(path, dump_json_text(obj))
+        return True
+    except OSError as e:
+        log.warning(f"could not write the few-shot cache {path} ({e}); continuing without it")
+        return False
+
+
+def import_fewshot_pickle(pkl_path, json_path, path_prefix, train, val, with_val=True):
+    """Import an official ``shot_K-seed_S.pkl`` into ``json_path``; returns ``(train, val)`` subsets.
+
+    Items must be images of ``train`` (resp. ``val``) with the same labels; ``DatasetError`` otherwise
+    (nothing is written).
+    """
+    keys = ("train", "val") if with_val else ("train",)
+    known = {"train": known_paths(train, path_prefix)}
+    if with_val:
+        known["val"] = known_paths(val, path_prefix)
+    rows = import_dassl_pickle(pkl_path, keys, known)
+    log = get_logger()
+    if _write_cache(json_path, {k: rows[k] for k in keys}, log):
+        log.info(f"Imported the official few-shot file {pkl_path} into {json_path} "
+                 "(the same subsets as the official run)")
+    return rows_as_datums(rows["train"], path_prefix), (rows_as_datums(rows["val"], path_prefix) if with_val else val)
 
 
 def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed, with_val=True):
@@ -31,8 +67,6 @@ def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed
     log = get_logger()
     path = fewshot_cache_path(dataset_dir, num_shots, seed)
     legacy = path[:-len(".json")] + ".pkl"
-    if os.path.exists(legacy):
-        log.info(f"Ignoring legacy pickle cache {legacy} (never unpickled; the JSON cache reproduces it)")
     if os.path.isfile(path):
         log.info(f"Loading preprocessed few-shot data from {path}")
         data = load_json_file(path, "few-shot cache")
@@ -43,15 +77,41 @@ def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed
         if with_val:
             val = rows_to_items(data["val"], path_prefix, path, "val")
         return train, val
+    if os.path.isfile(legacy):
+        return import_fewshot_pickle(legacy, path, path_prefix, train, val, with_val)
     train = generate_fewshot_dataset(train, num_shots=num_shots)
     obj = {"train": items_to_rows(train, path_prefix, path)}
     if with_val:
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
         obj["val"] = items_to_rows(val, path_prefix, path)
     log.info(f"Saving preprocessed few-shot data to {path}")
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_text(path, dump_json_text(obj))
-    except OSError as e:
-        log.warning(f"could not write the few-shot cache {path} ({e}); continuing without it")
+    _write_cache(path, obj, log)
     return train, val
+
+
+def convert_fewshot_folder(dataset_dir, path_prefix, train, val, with_val=True, overwrite=False):
+    """Import every ``split_fewshot/shot_K-seed_S.pkl`` of ``dataset_dir`` that has no JSON yet.
+
+    Returns ``[(pkl path, json path, status)]`` with status ``"imported"``, ``"exists"`` or the error
+    line (``DatasetError``/``ValueError``); a failed file leaves no JSON behind.
+    """
+    folder = os.path.join(dataset_dir, "split_fewshot")
+    results = []
+    if not os.path.isdir(folder):
+        return results
+    for name in sorted(os.listdir(folder)):
+        match = LEGACY_NAME.match(name)
+        if not match:
+            continue
+        pkl = os.path.join(folder, name)
+        out = fewshot_cache_path(dataset_dir, int(match.group(1)), int(match.group(2)))
+        if os.path.isfile(out) and not overwrite:
+            results.append((pkl, out, "exists"))
+            continue
+        try:
+            import_fewshot_pickle(pkl, out, path_prefix, train, val, with_val)
+            written = os.path.isfile(out)
+            results.append((pkl, out, "imported" if written else f"{out}: could not be written"))
+        except ValueError as err:
+            results.append((pkl, out, str(err)))
+    return results

@@ -4,7 +4,8 @@ Schema: ``{"train": [[relpath, label, classname], ...], "val": [...], "test": [.
 relative to ``path_prefix`` (the image folder; StanfordCars: the dataset folder), forward slashes.
 Files are written atomically with Dassl's ``write_json`` format (indent 4).
 
-Generation uses a DEDICATED ``random.Random(SPLIT_SEED)`` so creating a missing split never touches
+Generation (only with ``DATASET.ALLOW_GENERATED_SPLIT`` True; see ``split_dataset``) uses a
+DEDICATED ``random.Random(SPLIT_SEED)`` so creating a missing split never touches
 the global ``random`` stream that drives few-shot sampling. Listings are sorted, so a generated split
 depends only on the files on disk (it will not equal the released CoOp files, see §2.6).
 """
@@ -106,6 +107,12 @@ def save_split(train, val, test, filepath, path_prefix):
     }
     atomic_write_text(filepath, dump_json_text(obj))
     get_logger().info(f"Saved split to {filepath}")
+
+
+def missing_split_message(split_path, hint):
+    """One line for a missing published split file (``DATASET.ALLOW_GENERATED_SPLIT`` False)."""
+    return (f"split file not found: {split_path}; {hint} (or set DATASET.ALLOW_GENERATED_SPLIT True to "
+            "generate one from the raw files: it is NOT the published split, so numbers are not comparable)")
 
 
 def _split_counts(n, p_trn, p_val):
