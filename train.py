@@ -19,25 +19,51 @@ EXIT_USAGE = 2
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Prompt learning on CLIP (Dassl-compatible train.py)")
-    parser.add_argument("--root", type=str, default="", help="path to dataset")
-    parser.add_argument("--output-dir", type=str, default="", help="output directory")
-    parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
-    parser.add_argument("--seed", type=int, default=None, help="only positive value enables a fixed seed (0 included)")
-    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
-    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
-    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    parser.add_argument("--config-file", type=str, default="", help="path to config file")
-    parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
-    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
-    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
-    parser.add_argument("--head", type=str, default="", help="name of head")
-    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
-    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
-    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
-    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser = argparse.ArgumentParser(
+        description="Train or evaluate a prompt-learning method on CLIP (CoMMA, MaPLe, CoOp, CoCoOp, IVLP, VPT, "
+                    "zero-shot CLIP). Flags and config keys are those of the CoOp/MaPLe/COMMA train.py; "
+                    "trailing KEY VALUE pairs override the config (docs/CONFIG.md).",
+        epilog="example: python train.py --root data --trainer CoMMA "
+               "--config-file configs/trainers/CoMMA/vit_b16_c2_ep5_batch4_2ctx.yaml "
+               "--dataset-config-file configs/datasets/shapes.yaml --seed 1 --output-dir output/run1 "
+               "DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base")
+    parser.add_argument("--root", type=str, default="",
+                        help="folder holding the dataset folders (DATASET.ROOT), e.g. data")
+    parser.add_argument("--output-dir", type=str, default="",
+                        help="run folder for log.txt, checkpoints and run_record.json (OUTPUT_DIR)")
+    parser.add_argument("--resume", type=str, default="",
+                        help="folder to resume training from (RESUME); default: --output-dir when it holds checkpoints")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (SEED); any value >= 0 fixes it, 0 included; negative: not seeded")
+    parser.add_argument("--source-domains", type=str, nargs="+",
+                        help="source domains (DATASET.SOURCE_DOMAINS), for multi-domain datasets only")
+    parser.add_argument("--target-domains", type=str, nargs="+",
+                        help="target domains (DATASET.TARGET_DOMAINS), for multi-domain datasets only")
+    parser.add_argument("--transforms", type=str, nargs="+",
+                        help="training augmentations (INPUT.TRANSFORMS), "
+                             "e.g. random_resized_crop random_flip normalize")
+    parser.add_argument("--config-file", type=str, default="",
+                        help="method config YAML, e.g. configs/trainers/CoMMA/vit_b16_c2_ep5_batch4_2ctx.yaml")
+    parser.add_argument("--dataset-config-file", type=str, default="",
+                        help="dataset config YAML, e.g. configs/datasets/caltech101.yaml")
+    parser.add_argument("--trainer", type=str, default="",
+                        help="method (TRAINER.NAME): "
+                             "CoMMA, MaPLe, CoOp, CoCoOp, IVLP, VPT, ZeroshotCLIP, ZeroshotCLIP2")
+    parser.add_argument("--backbone", type=str, default="",
+                        help="CLIP model (MODEL.BACKBONE.NAME), e.g. ViT-B/16 or RN50; ViT-Tiny/16 for tests")
+    parser.add_argument("--head", type=str, default="",
+                        help="MODEL.HEAD.NAME, kept for Dassl compatibility (the methods here have no head)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only test: the checkpoint from --model-dir, or the method as built (zero-shot CLIP)")
+    parser.add_argument("--model-dir", type=str, default="",
+                        help="training run folder whose checkpoint --eval-only loads (ours or the official code's)")
+    parser.add_argument("--load-epoch", type=int,
+                        help="with --model-dir: load model.pth.tar-N (default: model-best.pth.tar, else the latest)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="build the config, data and model, then stop before training")
     parser.add_argument(
-        "opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line"
+        "opts", default=None, nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. OPTIM.MAX_EPOCH 2 DATASET.NUM_SHOTS 4"
     )
     return parser
 
@@ -63,6 +89,30 @@ def print_args(args, cfg, logger):
     logger.info(str(cfg))
 
 
+def _record_run(args, cfg, logger):
+    """Write ``OUTPUT_DIR/run_record.json`` (the settings this run uses; ``engine.repro.record``).
+
+    The scripts and the sweep skip a finished folder only when its record equals the requested
+    settings. A direct ``train.py`` run into a folder recorded with other settings says so and replaces
+    the record.
+    """
+    from engine.distributed import is_main_process
+    from engine.repro import record
+
+    if not cfg.OUTPUT_DIR or not is_main_process():
+        return
+    mode = record.run_mode(args)
+    settings = record.effective_settings(cfg, args)
+    old = record.read_record(cfg.OUTPUT_DIR).get(mode)
+    if isinstance(old, dict) and isinstance(old.get("settings"), dict):
+        diffs = record.diff_settings(old["settings"], settings, record.default_settings(REPO_ROOT))
+        if diffs:
+            keys = ", ".join(k for k, _, _ in diffs[:6]) + (", ..." if len(diffs) > 6 else "")
+            logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}); "
+                           f"its {record.RECORD_FILE} now records this run's")
+    record.write_record(cfg.OUTPUT_DIR, mode, settings, vars(args))
+
+
 def _check_names(cfg):
     """Fail early (before any output is written) on an unknown trainer or dataset name."""
     from engine.trainer import TRAINER_REGISTRY
@@ -83,7 +133,9 @@ def _user_errors():
 
     # ValueError: a value that only turns out wrong when the model or data is built (e.g. a prompt
     # depth larger than the backbone, a PREC name); set HARNESS_TRACEBACK=1 to see the traceback.
-    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError]
+    from engine.utils.io import WriteError  # a full disk or a permission error while writing a file
+
+    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError, WriteError]
     try:
         from engine.data import DatasetError
 
@@ -94,17 +146,29 @@ def _user_errors():
 
 
 def run(args):
-    """Everything after argument parsing; raises the user errors that ``main`` turns into exit 2."""
-    import torch
+    """Everything after argument parsing; raises the user errors that ``main`` turns into exit 2.
 
+    Started by ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1), the process joins the process
+    group first (nccl on CUDA, gloo on CPU; ``engine.distributed``) and leaves it at the end.
+    """
     from engine.config import setup_cfg
-    from engine.trainer import build_trainer
-    from engine.utils import collect_env_info, set_random_seed, setup_logger
+    from engine.distributed import distributed_session
     from trainers.config import extend_cfg
 
     cfg = setup_cfg(args, extend=extend_cfg)
     _check_names(cfg)
+    with distributed_session(cfg.USE_CUDA):
+        return _run_with_cfg(args, cfg)
+
+
+def _run_with_cfg(args, cfg):
+    import torch
+
+    from engine.trainer import build_trainer
+    from engine.utils import collect_env_info, set_random_seed, setup_logger
+
     logger = setup_logger(cfg.OUTPUT_DIR)
+    _record_run(args, cfg, logger)
     if cfg.SEED >= 0:
         logger.info(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

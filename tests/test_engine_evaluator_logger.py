@@ -9,6 +9,11 @@ from engine.evaluator import Classification, build_evaluator, macro_f1_score
 from engine.utils.logger import get_logger, setup_logger
 
 
+def own_handlers(kind=logging.Handler):
+    """The project's own handlers of type ``kind`` (pytest >= 9.1 attaches its own to our logger)."""
+    return [h for h in get_logger().handlers if getattr(h, "_harness_owned", False) and isinstance(h, kind)]
+
+
 def one_hot_logits(pred, n_classes):
     return torch.nn.functional.one_hot(torch.as_tensor(pred), n_classes).float()
 
@@ -93,8 +98,8 @@ def test_logger_format_file_and_append(tmp_path, capsys):
     setup_logger(None)
     get_logger().info("console only")
     assert "console only" not in custom.read_text()
-    file_handlers = [h for h in get_logger().handlers if isinstance(h, logging.FileHandler)]
-    assert not file_handlers
+    assert not own_handlers(logging.FileHandler)
+    assert len(own_handlers()) == 1  # the stdout handler only
 
 
 def test_setup_logger_keeps_foreign_handlers(tmp_path):
@@ -110,6 +115,9 @@ def test_setup_logger_keeps_foreign_handlers(tmp_path):
         setup_logger(str(tmp_path))
         get_logger().info("hello")
         assert seen == ["hello"]
-        assert sum(isinstance(h, logging.FileHandler) for h in get_logger().handlers) == 1
+        assert len(own_handlers(logging.FileHandler)) == 1
+        assert collector in get_logger().handlers
+        setup_logger(None)
+        assert not own_handlers(logging.FileHandler) and collector in get_logger().handlers
     finally:
         get_logger().removeHandler(collector)

@@ -59,7 +59,8 @@ SPEC_SEPARATOR = re.compile(r":(?=[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)+=)")
 
 # ------------------------------------------------------------------------------ command line
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.replace("``", ""),  # the console shows no reST markup
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                    help="method specs NAME[:KEY=VALUE...], or all (default: the seven methods)")
     p.add_argument("--backbone", default="ViT-B/16", help="MODEL.BACKBONE.NAME (default ViT-B/16)")

@@ -8,6 +8,8 @@ result after "Finish training"/"Finished training"), groups runs by protocol/met
 prints base-to-novel (Base/Novel/HM per dataset, mean ± population std over seeds, plus the
 Average row = HM of the averaged base and novel), cross-dataset (source + targets + average) and
 domain generalisation (source + 4 targets + average). Missing runs show as "—" with a count.
+Rows say what their numbers are: random backbone weights, and epochs/shots when they differ within a
+table; with --compare, an average over fewer datasets than the paper's is labelled and gets no Δ.
 Statistics and layouts: engine/repro/tables.py, engine/repro/collect.py, docs/REPRODUCE.md.
 """
 from __future__ import annotations
@@ -40,15 +42,22 @@ def load_paper_numbers(path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Paper-style result tables from an output tree.")
-    p.add_argument("root", help="output root (e.g. output)")
-    p.add_argument("--format", choices=sorted(RENDERERS), default="md")
-    p.add_argument("--compare", default=None, help="published numbers (docs/paper_numbers.json)")
-    p.add_argument("--plot", default=None, help="write PNG figures into this folder")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="expected seeds (default: all seen)")
+    p = argparse.ArgumentParser(
+        description="Print the papers' result tables (base-to-novel, cross-dataset, domain generalisation) "
+                    "from the run folders under an output root: mean ± std over seeds, missing runs counted, "
+                    "rows marked when their runs used random weights or differ in epochs or shots.",
+        epilog="example: python tools/collect_results.py output --compare docs/paper_numbers.json --plot output/plots")
+    p.add_argument("root", help="output root holding base2new/ and xd/ run folders (e.g. output)")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="md",
+                   help="md (Markdown tables, default), csv (one row per number) or json")
+    p.add_argument("--compare", default=None, metavar="JSON",
+                   help="published numbers to print beside ours, with the difference (docs/paper_numbers.json)")
+    p.add_argument("--plot", default=None, metavar="DIR", help="also write PNG figures into this folder")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="seeds every cell should have; others count as missing (default: all seen)")
     p.add_argument("--datasets", nargs="+", default=None,
-                   help="expected datasets: all (the papers' lists) or names (default: all seen)")
-    p.add_argument("--out", default=None, help="also write the table to this file")
+                   help="datasets every table should have: all (the papers' lists) or names (default: all seen)")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the table to this file")
     args = p.parse_args(argv)
     try:
         paper = load_paper_numbers(args.compare) if args.compare else None

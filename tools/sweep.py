@@ -4,11 +4,13 @@
         [--gpus 0,1] [--dry-run] [--output-root output] [--data DATA] [--] [KEY VALUE ...]
 
 Plans every job (order: protocol -> method -> seed -> dataset; see engine/repro/plan.py), skips
-finished ones (their log.txt has a final result), runs the rest one per listed GPU (or one at a
-time), records failures in ``<output-root>/sweep_state.json`` and continues; dependent jobs of a
-failed one are ``blocked``. Exit code 0 only when every job is finished. Re-run the same command to
-continue after an interruption or a failure. ``--dry-run`` prints one line per job:
-``<status> <job id> [note]`` with status finished / pending / blocked.
+finished ones (their log.txt has a final result and their run_record.json the requested settings),
+runs the rest one per listed GPU (or one at a time), records failures in
+``<output-root>/sweep_state.json`` and continues; dependent jobs of a failed one are ``blocked``; a
+folder run with other settings fails with one line (``engine.repro.record``). Exit code 0 only when
+every job is finished. Re-run the same command to continue after an interruption or a failure.
+``--dry-run`` prints one line per job: ``<status> <job id> [note]`` with status finished / pending /
+blocked / differs. ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
 """
 from __future__ import annotations
 
@@ -26,8 +28,24 @@ from engine.repro.runner import STATE_FILE, SweepLocked, SweepState, plan_status
 from engine.utils.cli import split_argv  # noqa: E402
 
 
+DESCRIPTION = ("Run the papers' protocols (base-to-novel, cross-dataset, domain generalisation) for\n"
+               "several methods, datasets and seeds with one resumable command. Trailing KEY VALUE\n"
+               "pairs override the config of every run.")
+EPILOG = """examples:
+  python tools/sweep.py --protocol all --methods CoMMA MaPLe --datasets all --seeds 1 2 3 --gpus 0,1
+  python tools/sweep.py --protocol base2new --methods CoMMA --datasets shapes --seeds 1 --dry-run
+  python tools/sweep.py --protocol base2new --datasets shapes --seeds 1 -- OPTIM.MAX_EPOCH 1
+
+Finished runs are skipped when their run_record.json holds the requested settings; half-finished
+runs resume; a folder run with other settings fails with one line naming the differing keys (use
+another --output-root to keep both). Failures go to <output-root>/sweep_state.json and the sweep
+continues; jobs that need a failed one are blocked. Re-run the same command to continue. Exit status
+0 only when every job is finished. --dry-run prints one line per job: number, status (finished,
+pending, blocked, differs), job id, note."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", nargs="+", default=["all"], help="base2new, xd, dg or all")
     p.add_argument("--methods", nargs="+", default=["CoMMA"],
@@ -37,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dg-targets", nargs="+", default=None,
                    help="domain-generalisation targets (default: imagenetv2 imagenet_sketch imagenet_a imagenet_r)")
     p.add_argument("--source", default=XD_SOURCE, help="xd/dg training dataset (default imagenet)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default: 1 2 3)")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; one job per GPU at a time")
     p.add_argument("--dry-run", action="store_true", help="print the plan with each job's status and exit")
-    p.add_argument("--output-root", default=os.path.join(REPO_ROOT, "output"))
+    p.add_argument("--output-root", default=os.path.join(REPO_ROOT, "output"),
+                   help="folder of the output tree and sweep_state.json (default: <repo>/output)")
     p.add_argument("--data", default=os.environ.get("DATA") or os.path.join(REPO_ROOT, "data"),
                    help="dataset root (default $DATA, else <repo>/data)")
     p.add_argument("--config-root", default=REPO_ROOT,
@@ -73,6 +92,8 @@ def main(argv=None) -> int:
             counts[status] = counts.get(status, 0) + 1
             print(f"{i:4d} {status:8s} {job.id}" + (f"  [{note}]" if note else ""))
         summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("finished", "pending", "blocked"))
+        if counts.get("differs"):
+            summary += f", {counts['differs']} differs"
         print(f"{len(jobs)} jobs: {summary}")
         return 0
     try:

@@ -12,7 +12,9 @@ Recognised layouts (relative to anywhere under the root; ecosystem-compat.md §3
 Roles: ``base`` (train_base, else test_base), ``novel`` (test_new), ``source`` (xd training run's
 own test), ``target`` (xd/dg evaluation; dg when the target is an ImageNet variant). A training
 folder counts only with a result block after its end signal; zero-shot ``train_base`` folders
-and all evaluation folders need only a result block.
+and all evaluation folders need only a result block. Each run also carries what its log says about
+how it ran (``engine.repro.logparse.run_facts``: random backbone weights, epochs), so that the tables
+can say what their numbers are.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from engine.repro._util import get_log
-from engine.repro.logparse import log_files, read_run_result
+from engine.repro.logparse import log_files, read_run_result, run_facts
 from engine.repro.methods import DG_TARGETS, canonical_trainer, get_method
 
 _SEED = re.compile(r"^seed(-?\d+)$")
@@ -31,7 +33,8 @@ _CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
 
 @dataclass
 class Run:
-    """One finished run: protocol (base2new/xd/dg), role, method row key, dataset, seed, accuracy (%)."""
+    """One finished run: protocol (base2new/xd/dg), role, method row key, dataset, seed, accuracy (%),
+    and from its log: ``random_weights`` (built with MODEL.BACKBONE.RANDOM_INIT) and ``epochs`` (or None)."""
 
     protocol: str
     role: str
@@ -42,6 +45,8 @@ class Run:
     seed: int
     accuracy: float
     log_path: str
+    random_weights: bool = False
+    epochs: int | None = None
 
 
 def _is_zero_shot(trainer: str) -> bool:
@@ -124,7 +129,9 @@ def scan(root: str):
         if block is None:
             unfinished.append(dirpath)
             continue
-        run = Run(protocol, role, trainer, cfg, shots, dataset, seed, block.accuracy, path)
+        facts = run_facts(path, block.line)
+        run = Run(protocol, role, trainer, cfg, shots, dataset, seed, block.accuracy, path,
+                  facts.random_weights, facts.epochs)
         key = (protocol, role, trainer, cfg, shots, dataset, seed)
         if key in found:
             prev_folder = found[key][1]
@@ -136,6 +143,6 @@ def scan(root: str):
         found[key] = (run, folder)
         # the xd source run also serves the dg table
         if protocol == "xd" and role == "source":
-            found[("dg",) + key[1:]] = (Run("dg", role, trainer, cfg, shots, dataset, seed, block.accuracy, path),
-                                        folder)
+            found[("dg",) + key[1:]] = (Run("dg", role, trainer, cfg, shots, dataset, seed, block.accuracy, path,
+                                            facts.random_weights, facts.epochs), folder)
     return [v[0] for v in found.values()], unfinished

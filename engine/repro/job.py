@@ -1,4 +1,5 @@
-"""Entry point of ``scripts/<method>/*.sh``: plan and run one protocol job, skipping finished runs.
+"""Entry point of ``scripts/<method>/*.sh``: plan and run one protocol job, skipping finished runs
+(only when their recorded settings equal the requested ones; otherwise one ``ERROR`` line, exit 2).
 
 Usage (what the scripts call, from the repository root)::
 

@@ -129,6 +129,55 @@ def run_status(run_dir: str, kind: str) -> str:
     return "finished" if block is not None else "partial"
 
 
+RANDOM_WEIGHTS_MARK = "RANDOM WEIGHTS: CLIP backbone"  # engine.backbone.loader, MODEL.BACKBONE.RANDOM_INIT
+_EPOCH_LINE = re.compile(r"\bepoch \[\d+/(\d+)\]")
+_SAVED_EPOCH = re.compile(r"model\.pth\.tar-(\d+)\b")
+_LOADED_EPOCH = re.compile(r"^Loading weights to .*\(epoch = (\d+)")
+
+
+@dataclass
+class RunFacts:
+    """What a run's log says about how it ran: random backbone weights, and its epochs (training:
+    ``OPTIM.MAX_EPOCH`` from ``epoch [e/E]`` lines or the last saved checkpoint; evaluation: the
+    loaded checkpoint's epoch; None when the log does not say, e.g. zero-shot runs)."""
+
+    random_weights: bool = False
+    epochs: int | None = None
+
+
+def run_facts(path: str, result_line: int) -> RunFacts:
+    """:class:`RunFacts` of the run in ``path`` that printed the result block at ``result_line``:
+    only the lines of that run count (our logs append re-runs after a ``new run`` separator)."""
+    from engine.utils.logger import SEPARATOR_MARK
+
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    start, end = 0, len(lines)
+    for i, line in enumerate(lines):
+        if line.startswith(SEPARATOR_MARK):
+            if i <= result_line:
+                start = i
+            else:
+                end = i
+                break
+    facts = RunFacts()
+    planned, saved, loaded = None, None, None
+    for line in lines[start:end]:
+        if RANDOM_WEIGHTS_MARK in line:
+            facts.random_weights = True
+        m = _EPOCH_LINE.search(line)
+        if m:
+            planned = int(m.group(1))
+        if line.startswith("Checkpoint saved to"):
+            m = _SAVED_EPOCH.search(line)
+            saved = int(m.group(1)) if m else saved
+        m = _LOADED_EPOCH.match(line.strip())
+        if m:
+            loaded = int(m.group(1))
+    facts.epochs = planned if planned is not None else (saved if saved is not None else loaded)
+    return facts
+
+
 def scan_metric(lines, keyword: str, end_signals) -> float | None:
     """``parse_test_res.py`` rule: after a line equal to one of ``end_signals``, every
     ``* <keyword>: X%`` overwrites the value; returns the last one (None if nothing matched)."""

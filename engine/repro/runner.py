@@ -5,7 +5,9 @@ sweep state file ``<output-root>/sweep_state.json`` (written atomically after ev
 attempts, exit codes, timings and failures, so an interrupted or failed sweep can be inspected and
 re-run: finished jobs are skipped, half-finished ones rerun (``train.py`` resumes from the
 checkpoint in its output folder), failed ones are retried, jobs whose dependency failed are
-``blocked``. Each job's stderr goes to ``<output_dir>/stderr.txt``.
+``blocked``. Each job's stderr goes to ``<output_dir>/stderr.txt``. A finished or half-finished
+folder whose ``run_record.json`` holds other settings than the job's is never skipped, resumed or
+overwritten: the job fails with one line naming the differing keys (``engine.repro.record``).
 
 The command is ``[python, train_py] + job.args`` run in the repository root. ``SWEEP_TRAIN_PY`` and
 ``SWEEP_PYTHON`` environment variables replace ``train.py`` and the interpreter (used by tests).
@@ -22,6 +24,11 @@ import time
 from engine.repro._util import atomic_write_json, get_log
 from engine.repro.logparse import run_status
 from engine.repro.plan import Job, checkpoint_problem
+from engine.repro.record import check_settings
+
+SCRIPT_HINT = ("To keep both, re-run with another OUTPUT_ROOT (e.g. OUTPUT_ROOT=output_new bash scripts/...); "
+               "to replace it, delete that folder.")
+SWEEP_HINT = "To keep both, re-run with another --output-root; to replace it, delete that folder."
 
 STATE_FILE = "sweep_state.json"
 LOCK_FILE = ".sweep.lock"
@@ -120,6 +127,9 @@ def plan_status(job: Job, state: SweepState | None, by_id: dict) -> tuple:
     attempt failed or was blocked (and it is not finished now); otherwise ``pending`` (note says
     ``resume`` for a half-finished folder and the last failure, if any)."""
     status = run_status(job.output_dir, job.log_kind)
+    mismatch = settings_problem(job, status, SWEEP_HINT)
+    if mismatch:
+        return "differs", mismatch
     if status == "finished":
         return "finished", ""
     notes = []
@@ -141,11 +151,30 @@ def plan_status(job: Job, state: SweepState | None, by_id: dict) -> tuple:
     return "pending", "; ".join(notes)
 
 
+def settings_problem(job: Job, status: str, hint: str, repo_root: str | None = None) -> str | None:
+    """For a ``finished`` or ``partial`` job folder, the one-line error when its ``run_record.json``
+    holds other settings than the job's (``engine.repro.record``); ``None`` when they are equal, when
+    the folder has no record (runs that predate records) or for a job not started yet."""
+    if status not in ("finished", "partial"):
+        return None
+    state = "finished" if status == "finished" else "half-finished"
+    root = repo_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        return check_settings(job.output_dir, job.args, root, state, hint)
+    except ValueError as e:  # the requested settings themselves are invalid (ConfigError)
+        return f"cannot compare the settings of {job.output_dir} with the requested ones: {e}"
+
+
 def run_single(job: Job, *, repo_root: str, python: str | None = None, train_py: str | None = None,
                emit=None) -> int:
-    """Run one job in the foreground (output streamed); skip it when finished. Returns an exit code."""
+    """Run one job in the foreground (output streamed); skip it when finished with the same settings,
+    refuse (exit 2, one line) when its folder was run with other settings. Returns an exit code."""
     emit = emit or get_log().info
     status = run_status(job.output_dir, job.log_kind)
+    mismatch = settings_problem(job, status, SCRIPT_HINT, repo_root)
+    if mismatch:
+        emit(f"ERROR: {mismatch}")
+        return 2
     if status == "finished":
         emit(f"Results are available in {job.output_dir} (finished); skipping.")
         return 0
@@ -202,13 +231,19 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
     by_id = {j.id: j for j in jobs}
     done, failed, blocked = set(), set(), set()
     queue = []
+    differs = []
     for j in jobs:
-        if run_status(j.output_dir, j.log_kind) == "finished":
+        status = run_status(j.output_dir, j.log_kind)
+        mismatch = settings_problem(j, status, SWEEP_HINT, repo_root)
+        if mismatch:
+            differs.append((j, mismatch))
+        elif status == "finished":
             done.add(j.id)
         else:
             queue.append(j)
     skipped = len(done)
-    emit(f"Sweep: {len(jobs)} jobs, {skipped} finished already, {len(queue)} to run.")
+    emit(f"Sweep: {len(jobs)} jobs, {skipped} finished already, {len(queue)} to run"
+         + (f", {len(differs)} run with other settings (not run; see FAILED)." if differs else "."))
     slots = [str(g) for g in gpus] if gpus else [None]
     running: dict = {}
     succeeded = 0
@@ -231,6 +266,9 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
         failed.add(job.id)
         state.update(job.id, status="failed", error=error, ended=_now(), kind=job.kind, **extra)
         emit(f"FAILED {job.id}: {error}")
+
+    for job, mismatch in differs:  # recorded with other settings: never reused, never overwritten
+        fail(job, mismatch)
 
     def start(job, slot):
         os.makedirs(job.output_dir, exist_ok=True)

@@ -10,6 +10,12 @@ Statistics (documented in docs/REPRODUCE.md):
 * ``--compare``: a published average is shown next to ours, and the difference only when ours
   covers the same datasets (all 11, the 10 xd targets, the 4 dg targets); never mixes seeds.
 A cell without any run is ``None`` in JSON and "— (k missing)" in text: never 0.
+
+Tables say what their numbers are (``flags`` of each table, from each run's log): rows of runs built
+with random backbone weights are labelled ``(random weights)``; when the runs of one table differ in
+epochs or shots, every row says its own (``(1 ep)``, ``(4 shots)``); a caveat block under the heading
+says why. With ``--compare``, an average over fewer datasets/targets than the paper's says so and
+shows no difference. CSV rows carry the same words in a ``flags`` column.
 """
 from __future__ import annotations
 
@@ -89,6 +95,27 @@ def _row_keys(runs):
     return {(r.trainer, r.cfg, r.shots): _row_name(r.trainer, r.cfg, r.shots, r.trainer in split) for r in runs}
 
 
+def _flags(counted, names, methods) -> dict:
+    """How the runs counted in one table ran: random weights, epochs and shots, per row and overall."""
+    rows = {m: {"runs": 0, "random_weight_runs": 0, "epochs": set(), "shots": set()} for m in methods}
+    for r in counted:
+        f = rows[names[(r.trainer, r.cfg, r.shots)]]
+        f["runs"] += 1
+        f["random_weight_runs"] += bool(getattr(r, "random_weights", False))
+        if getattr(r, "epochs", None) is not None:
+            f["epochs"].add(r.epochs)
+        f["shots"].add(r.shots)
+    epochs, shots = {}, {}
+    for r in counted:
+        if getattr(r, "epochs", None) is not None:
+            epochs[r.epochs] = epochs.get(r.epochs, 0) + 1
+        shots[r.shots] = shots.get(r.shots, 0) + 1
+    return {"runs": len(counted), "random_weight_runs": sum(f["random_weight_runs"] for f in rows.values()),
+            "epochs": {str(k): v for k, v in sorted(epochs.items())},
+            "shots": {str(k): v for k, v in sorted(shots.items())},
+            "methods": {m: dict(f, epochs=sorted(f["epochs"]), shots=sorted(f["shots"])) for m, f in rows.items()}}
+
+
 def build_tables(runs, seeds=None, datasets=None) -> dict:
     """Aggregate :class:`engine.repro.collect.Run` s into ``{"base2new": ..., "xd": ..., "dg": ...}``.
 
@@ -122,10 +149,10 @@ def _base2new(runs, names, methods, seeds, datasets):
     ds_list = _expected(datasets, {r.dataset for r in runs}, BASE2NEW_DATASETS)
     cells = {m: {d: {"base": Stat(expected=len(seeds)), "novel": Stat(expected=len(seeds))} for d in ds_list}
              for m in methods}
-    for r in runs:
-        if r.seed in seeds and r.dataset in ds_list:
-            cells[names[(r.trainer, r.cfg, r.shots)]][r.dataset][r.role].values[r.seed] = r.accuracy
-    table = {"seeds": seeds, "datasets": ds_list, "methods": {}}
+    counted = [r for r in runs if r.seed in seeds and r.dataset in ds_list]
+    for r in counted:
+        cells[names[(r.trainer, r.cfg, r.shots)]][r.dataset][r.role].values[r.seed] = r.accuracy
+    table = {"seeds": seeds, "datasets": ds_list, "methods": {}, "flags": _flags(counted, names, methods)}
     for m in methods:
         per = {}
         for d in ds_list:
@@ -161,14 +188,18 @@ def _transfer(proto, runs, names, methods, seeds, datasets):
         cols = {"source": Stat(expected=len(seeds))}
         cols.update({t: Stat(expected=len(seeds)) for t in targets})
         table["methods"][m] = {"cells": cols}
+    counted = []
     for r in runs:
         if r.seed not in seeds:
             continue
         cols = table["methods"][names[(r.trainer, r.cfg, r.shots)]]["cells"]
         if r.role == "source" and r.dataset == source:
             cols["source"].values[r.seed] = r.accuracy
+            counted.append(r)
         elif r.role == "target" and r.dataset in cols:
             cols[r.dataset].values[r.seed] = r.accuracy
+            counted.append(r)
+    table["flags"] = _flags(counted, names, methods)
     for m in methods:
         cols = table["methods"][m]["cells"]
         means = [cols[t].mean for t in targets]
@@ -179,6 +210,71 @@ def _transfer(proto, runs, names, methods, seeds, datasets):
 
 
 # --------------------------------------------------------------------------- rendering
+
+def row_notes(t: dict, m: str) -> list:
+    """What row ``m`` of table ``t`` must say about its runs: random weights; its epochs and shots
+    when they differ within the table (shots only when the row name does not already say them)."""
+    flags = t.get("flags") or {}
+    f = flags.get("methods", {}).get(m)
+    if not f or not f["runs"]:
+        return []
+    notes = []
+    k, n = f["random_weight_runs"], f["runs"]
+    if k:
+        notes.append("random weights" if k == n else f"random weights in {k} of {n} runs")
+    if len(flags.get("epochs", {})) > 1 and f["epochs"]:
+        notes.append("/".join(map(str, f["epochs"])) + " ep")
+    if len(flags.get("shots", {})) > 1 and f["shots"] and "shots" not in m:
+        notes.append("/".join(map(str, f["shots"])) + " shots")
+    return notes
+
+
+def row_label(t: dict, m: str) -> str:
+    notes = row_notes(t, m)
+    return f"{m} ({'; '.join(notes)})" if notes else m
+
+
+def _counts(d: dict, unit: str) -> str:
+    return ", ".join(f"{_plural(int(k), unit)} ({_plural(v, 'run')})" for k, v in d.items())
+
+
+def caveat_lines(t: dict) -> list:
+    """Sentences for the caveat block under a table's heading (empty when there is nothing to say)."""
+    flags = t.get("flags") or {}
+    lines = []
+    k, n = flags.get("random_weight_runs", 0), flags.get("runs", 0)
+    if k:
+        who = f"all {n} runs" if k == n else f"{k} of {n} runs"
+        lines.append(f"Random weights: {who} in this table used a randomly initialised CLIP backbone "
+                     "(MODEL.BACKBONE.RANDOM_INIT True; the log says RANDOM WEIGHTS), so these accuracies say "
+                     "nothing about the methods; rows marked (random weights).")
+    if len(flags.get("epochs", {})) > 1:
+        lines.append(f"Epochs differ within this table: {_counts(flags['epochs'], 'epoch')}; each row says "
+                     "its own; compare only rows with equal epochs.")
+    if len(flags.get("shots", {})) > 1:
+        lines.append(f"Shots differ within this table: {_counts(flags['shots'], 'shot')}; each row says "
+                     "its own; compare only rows with equal shots.")
+    return lines
+
+
+def compare_note(proto: str, t: dict, paper) -> str | None:
+    """With ``--compare``: a sentence when our average covers fewer datasets/targets than the paper's."""
+    if paper is None:
+        return None
+    if proto == "base2new":
+        full, ours, what = BASE2NEW_DATASETS, t["datasets"], "datasets"
+    else:
+        full, ours, what = (XD_TARGETS if proto == "xd" else DG_TARGETS), t["targets"], "targets"
+    if set(full) <= set(ours):
+        return None
+    covered = ", ".join(DATASET_TITLES.get(d, d) for d in ours) or "none"
+    return (f"The published averages are over the paper's {len(full)} {what}; ours covers "
+            f"{len(ours)} ({covered}), so the published numbers are shown for reference only and Δ is left out.")
+
+
+def _quote(lines) -> str:
+    return "".join(f"> {line}\n>\n" for line in lines).rstrip(">\n") + "\n" if lines else ""
+
 
 def fmt_stat(s: Stat) -> str:
     if s.mean is None:
@@ -245,7 +341,7 @@ def _b2n_rows(proto_table, paper, dataset):
             c = data["datasets"][dataset]
             cells = [fmt_stat(c["base"]), fmt_stat(c["novel"]), fmt_num(c["hm"])]
             vals = (c["base"].mean, c["novel"].mean, c["hm"])
-        row = [m] + cells
+        row = [row_label(proto_table, m)] + cells
         if paper is not None:
             p = _paper(paper, "base2new", m, dataset)
             for key, v in zip(("base", "novel", "hm"), vals):
@@ -283,7 +379,7 @@ def _transfer_rows(proto, t, paper):
     for m, data in t["methods"].items():
         cells = data["cells"]
         avg = data["average"]
-        row = [m, fmt_stat(cells["source"])] + [fmt_stat(cells[x]) for x in t["targets"]]
+        row = [row_label(t, m), fmt_stat(cells["source"])] + [fmt_stat(cells[x]) for x in t["targets"]]
         if avg is not None:
             row.append(fmt_num(avg))
         else:
@@ -304,7 +400,12 @@ def render_markdown(tables: dict, paper=None) -> str:
         t = tables["base2new"]
         out.append(f"## Base-to-novel generalization (mean ± population std over seeds "
                    f"{', '.join(map(str, t['seeds']))}; HM of the means)\n")
+        if caveat_lines(t):
+            out.append(_quote(caveat_lines(t)))
         out.append(f"### Average over {_plural(len(t['datasets']), 'dataset')}\n")
+        note = compare_note("base2new", t, paper)
+        if note:
+            out.append(_quote([note]))
         out.append(_md_table(_b2n_headers(paper), _b2n_rows(t, paper, None)) + "\n")
         for d in t["datasets"]:
             out.append(f"### {DATASET_TITLES.get(d, d)}\n")
@@ -315,6 +416,9 @@ def render_markdown(tables: dict, paper=None) -> str:
         t = tables[proto]
         out.append(f"## {title} (source {DATASET_TITLES.get(t['source'], t['source'])}; mean ± population std "
                    f"over seeds {', '.join(map(str, t['seeds']))}; Average over targets)\n")
+        extra = caveat_lines(t) + [n for n in [compare_note(proto, t, paper)] if n]
+        if extra:
+            out.append(_quote(extra))
         headers = ["Method", DATASET_TITLES.get(t["source"], t["source"]) + " (source)"] + \
                   [DATASET_TITLES.get(x, x) for x in t["targets"]] + ["Average"]
         if paper is not None:
@@ -336,6 +440,8 @@ def to_json(tables: dict, paper=None) -> dict:
             return [conv(v) for v in x]
         return x
     data = conv(tables)
+    for proto, t in data.items():
+        t["caveats"] = caveat_lines(t) + [n for n in [compare_note(proto, t, paper)] if n]
     if paper is not None:
         for proto, t in data.items():
             for m in t["methods"]:
@@ -350,17 +456,31 @@ def render_json(tables: dict, paper=None) -> str:
 
 
 def render_csv(tables: dict, paper=None) -> str:
-    """Long format: protocol,method,dataset,metric,mean,std,n,missing,paper,diff (dataset 'average')."""
+    """Long format: protocol,method,dataset,metric,mean,std,n,missing,paper,diff,flags (dataset 'average');
+    ``flags``: the row's notes (random weights, epochs, shots) and, on average rows, the compare note."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["protocol", "method", "dataset", "metric", "mean", "std", "n", "missing", "paper", "diff"])
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["protocol", "method", "dataset", "metric", "mean", "std", "n", "missing", "paper", "diff", "flags"])
+
+    class _Writer:  # appends the row's flags column
+        table, method, note = None, None, None
+
+        def writerow(self, row):
+            notes = row_notes(self.table, self.method)
+            if row[2] == "average" and self.note:
+                notes = notes + [self.note]
+            out.writerow(list(row) + ["; ".join(notes)])
+
+    w = _Writer()
 
     def num(v):
         return "" if v is None else f"{v:.4f}"
 
     if "base2new" in tables:
         t = tables["base2new"]
+        w.table, w.note = t, compare_note("base2new", t, paper)
         for m, data in t["methods"].items():
+            w.method = m
             for d in t["datasets"]:
                 c = data["datasets"][d]
                 for key in ("base", "novel"):
@@ -373,12 +493,14 @@ def render_csv(tables: dict, paper=None) -> str:
                 pv = p.get(key) if p else None
                 miss = a["datasets_missing"].get(key, "") if key != "hm" else ""
                 w.writerow(["base2new", m, "average", key, num(a[key]), "", "", miss, num(pv),
-                            "" if a[key] is None or pv is None else f"{a[key] - pv:+.4f}"])
+                            "" if a[key] is None or pv is None or w.note else f"{a[key] - pv:+.4f}"])
     for proto in ("xd", "dg"):
         if proto not in tables:
             continue
         t = tables[proto]
+        w.table, w.note = t, compare_note(proto, t, paper)
         for m, data in t["methods"].items():
+            w.method = m
             for col in ["source"] + t["targets"]:
                 s = data["cells"][col]
                 name = t["source"] if col == "source" else col
@@ -388,7 +510,7 @@ def render_csv(tables: dict, paper=None) -> str:
             pv = p.get("value") if p else None
             avg = data["average"]
             w.writerow([proto, m, "average", "target_average", num(avg), "", "", data["targets_missing"], num(pv),
-                        "" if avg is None or pv is None else f"{avg - pv:+.4f}"])
+                        "" if avg is None or pv is None or w.note else f"{avg - pv:+.4f}"])
     return buf.getvalue()
 
 

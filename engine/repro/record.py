@@ -1,0 +1,199 @@
+"""Run records: what a run was run with, so that a re-run with other settings never reuses its result.
+
+``train.py`` writes ``OUTPUT_DIR/run_record.json`` (atomically) when a run starts::
+
+    {"version": 1,
+     "train": {"hash": "<12 hex>", "settings": {"OPTIM.MAX_EPOCH": 5, ..., "--load-epoch": null},
+               "args": {"root": ..., "opts": [...], ...}},   # train.py's parsed arguments
+     "eval":  {...}}                      # the same for an --eval-only run into that folder
+
+``settings`` is the effective config (defaults -> YAMLs -> flags -> opts, flattened to dotted keys)
+plus the evaluation flags ``--eval-only``, ``--model-dir`` (real path) and ``--load-epoch``, minus
+:data:`IGNORED_KEYS` (paths and logging that do not change results). ``hash``
+is the SHA-256 of its canonical JSON. The scripts and the sweep (``engine.repro.runner``) compute the
+settings of the requested run the same way and skip a finished run (or resume a half-finished one)
+only when they equal the recorded ones; otherwise :func:`mismatch_message` is the one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+
+RECORD_FILE = "run_record.json"
+RECORD_VERSION = 1
+#: keys that never change a result: where files are, logging, the resume folder, the loader's worker
+#: count (augmentation randomness does not depend on it, engine.data.loader).
+IGNORED_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "RESUME", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS")
+_MAX_SHOWN = 4
+
+
+class RunSettingsMismatch(ValueError):
+    """A finished or half-finished run folder was run with other settings than the requested ones."""
+
+
+def _plain(value):
+    """JSON-comparable form of a config value (tuples become lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def flatten_cfg(cfg, prefix: str = "") -> dict:
+    """``{"A.B.C": value}`` for every leaf of a yacs CfgNode (or nested dict)."""
+    out = {}
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_cfg(value, full + "."))
+        else:
+            out[full] = _plain(value)
+    return out
+
+
+def run_mode(args) -> str:
+    """``eval`` for an ``--eval-only`` run, else ``train`` (the record holds one entry per mode)."""
+    return "eval" if getattr(args, "eval_only", False) else "train"
+
+
+def effective_settings(cfg, args) -> dict:
+    """The settings a run is compared by: flattened ``cfg`` minus :data:`IGNORED_KEYS`, plus the
+    evaluation flags of ``args`` (``--model-dir`` as a real path)."""
+    settings = {k: v for k, v in flatten_cfg(cfg).items() if k not in IGNORED_KEYS}
+    model_dir = getattr(args, "model_dir", "") or ""
+    settings.update({
+        "--eval-only": bool(getattr(args, "eval_only", False)),
+        "--model-dir": os.path.realpath(model_dir) if model_dir else "",
+        "--load-epoch": getattr(args, "load_epoch", None),
+    })
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def settings_hash(settings: dict) -> str:
+    """First 12 hex digits of the SHA-256 of the canonical JSON of ``settings``."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def read_record(output_dir: str) -> dict:
+    """The record of ``output_dir`` (``{}`` when absent or unreadable: runs that predate records)."""
+    path = os.path.join(output_dir, RECORD_FILE)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_record(output_dir: str, mode: str, settings: dict, args: dict) -> dict:
+    """Store ``settings`` (and ``train.py``'s parsed arguments) as the ``mode`` entry of the record, atomically."""
+    from engine.utils.io import atomic_write_text
+
+    data = read_record(output_dir)
+    data["version"] = RECORD_VERSION
+    data[mode] = {"hash": settings_hash(settings), "settings": settings, "args": dict(args)}
+    os.makedirs(output_dir, exist_ok=True)
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    atomic_write_text(os.path.join(output_dir, RECORD_FILE), text)
+    return data
+
+
+def diff_settings(recorded: dict, requested: dict, defaults: dict | None = None) -> list:
+    """``[(key, recorded value, requested value)]`` for every key whose value differs (sorted by key);
+    a key missing on one side counts as ``"<unset>"``.
+
+    With ``defaults`` (the settings of an all-default config), keys the record does not have because
+    they were added to the config after that run count only when the request sets them to something
+    other than their default (a new key's default keeps the old behaviour), and keys the config no
+    longer has are not compared (they cannot be requested)."""
+    missing = "<unset>"
+    keys = sorted(set(recorded) | set(requested))
+    out = []
+    for k in keys:
+        a, b = recorded.get(k, missing), requested.get(k, missing)
+        if a == b:
+            continue
+        if defaults is not None and (b is missing or (a is missing and b == defaults.get(k, missing))):
+            continue
+        out.append((k, a, b))
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def mismatch_message(output_dir: str, diffs: list, status: str, hint: str) -> str:
+    """One line: the folder, its status, the differing keys (recorded -> requested) and what to do."""
+    shown = "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in diffs[:_MAX_SHOWN])
+    more = f"; and {len(diffs) - _MAX_SHOWN} more keys" if len(diffs) > _MAX_SHOWN else ""
+    return (f"{output_dir} holds a {status} run with other settings ({shown}{more}; recorded -> requested). "
+            f"{hint}")
+
+
+# --- the requested run's settings, computed as train.py computes them ---------------------------
+
+@functools.lru_cache(maxsize=None)
+def _load_module(name: str, path: str):
+    """Import the file ``path`` as a private module ``name`` (once per process)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train_parser(repo_root: str) -> argparse.ArgumentParser:
+    return _load_module("_harness_train_cli", os.path.join(repo_root, "train.py")).build_parser()
+
+
+def requested_settings(train_args, repo_root: str) -> dict:
+    """Settings of ``python train.py <train_args>`` run in ``repo_root``, without running it.
+
+    Uses ``train.py``'s parser and ``engine.config.setup_cfg`` with the trainer nodes of
+    ``trainers/config.py`` (loaded by path: importing the ``trainers`` package would import torch).
+    Raises the config's one-line errors (``ConfigError``) on a bad request.
+    """
+    from engine.config import setup_cfg
+
+    args = _train_parser(repo_root).parse_args(list(train_args))
+    for name in ("config_file", "dataset_config_file"):
+        path = getattr(args, name)
+        if path and not os.path.isabs(path):
+            setattr(args, name, os.path.join(repo_root, path))
+    if args.model_dir and not os.path.isabs(args.model_dir):
+        args.model_dir = os.path.join(repo_root, args.model_dir)
+    return effective_settings(setup_cfg(args, extend=_extend(repo_root)), args)
+
+
+def _extend(repo_root: str):
+    return _load_module("_harness_trainer_config", os.path.join(repo_root, "trainers", "config.py")).extend_cfg
+
+
+def default_settings(repo_root: str) -> dict:
+    """Settings of an all-default config (defaults + trainer nodes), for :func:`diff_settings`."""
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    _extend(repo_root)(cfg)
+    return effective_settings(cfg, argparse.Namespace())
+
+
+def check_settings(output_dir: str, train_args, repo_root: str, status: str, hint: str) -> str | None:
+    """``None`` when ``output_dir`` has no record for this mode (a run that predates records) or its
+    recorded settings equal the requested ones; else the one-line :func:`mismatch_message`."""
+    args_mode = "eval" if "--eval-only" in list(train_args) else "train"
+    entry = read_record(output_dir).get(args_mode)
+    if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
+        return None
+    requested = requested_settings(train_args, repo_root)
+    if entry.get("hash") == settings_hash(requested):
+        return None
+    diffs = diff_settings(entry["settings"], requested, default_settings(repo_root))
+    if not diffs:
+        return None
+    return mismatch_message(output_dir, diffs, status, hint)
