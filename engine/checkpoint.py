@@ -1,17 +1,29 @@
-"""Checkpoints in Dassl's layout, weights-only loadable and written atomically.
+"""Checkpoints in Dassl's layout, weights-only loadable, checksummed and written atomically.
 
 ``OUTPUT_DIR/<model_name>/model.pth.tar-<N>`` (N = 1-based epoch) plus a text ``checkpoint`` file with
 the latest file name; ``model-best.pth.tar`` for ``TEST.FINAL_MODEL best_val``. The dict holds
 ``state_dict, epoch, optimizer, scheduler, val_result`` (+ ``rng_state`` written by the trainer so
 that ``--resume`` is bit-exact) and only tensors, numbers, strings, None, lists, tuples and dicts,
 so ``torch.load(weights_only=True)`` reads it.
+
+Integrity: ``save_checkpoint`` adds ``checksum_sha256``, a SHA-256 over every entry (tensors by
+dtype, shape and bytes; dict keys in sorted order; see :func:`checkpoint_digest`). ``load_checkpoint``
+checks the size, the zip directory, the required ``state_dict`` and the checksum (files without one,
+older ones and the official repos', still load) and raises a one-line :class:`CheckpointError` naming
+the file. :func:`latest_checkpoint_path` returns the newest *complete* checkpoint: when the one named
+by the pointer file is damaged it warns and falls back to ``model.pth.tar-<N-1>``, ``<N-2>``, ...,
+and stops with one line when none is usable. It also removes temp files left by killed writers.
 """
+import hashlib
 import os
+import re
+import struct
+import zipfile
 from collections import OrderedDict
 
 import torch
 
-from engine.utils.io import atomic_torch_save, atomic_write_text
+from engine.utils.io import atomic_torch_save, atomic_write_text, format_bytes, remove_stale_temps
 from engine.utils.logger import get_logger
 
 __all__ = [
@@ -22,12 +34,19 @@ __all__ = [
     "resume_from_dir",
     "strip_module_prefix",
     "check_weights_only_safe",
+    "checkpoint_digest",
+    "verify_checkpoint",
+    "checkpoint_file_problem",
+    "CHECKSUM_KEY",
     "POINTER_FILE",
     "BEST_FILE",
 ]
 
 POINTER_FILE = "checkpoint"
 BEST_FILE = "model-best.pth.tar"
+CHECKSUM_KEY = "checksum_sha256"
+EPOCH_FILE_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
+RECOVER_HINT = ("delete it to resume from an earlier checkpoint, or re-run the training that wrote it")
 
 
 class CheckpointError(RuntimeError):
@@ -65,16 +84,78 @@ def strip_module_prefix(state_dict):
     return out
 
 
+def _digest_update(h, obj):
+    """Feed ``obj`` to ``h`` in a canonical order (type tags, sorted dict keys, tensor dtype/shape/bytes)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(b"T" + str(t.dtype).encode() + repr(tuple(obj.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"D%d" % len(obj))
+        for key in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            _digest_update(h, key)
+            _digest_update(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update((b"L" if isinstance(obj, list) else b"U") + b"%d" % len(obj))
+        for item in obj:
+            _digest_update(h, item)
+    elif isinstance(obj, float):
+        h.update(b"F" + struct.pack("<d", obj))
+    else:
+        h.update(b"S" + type(obj).__name__.encode() + b":" + repr(obj).encode())
+
+
+def checkpoint_digest(state):
+    """SHA-256 (hex) of a checkpoint dict, every entry but ``checksum_sha256`` (stable across saves/loads)."""
+    h = hashlib.sha256()
+    _digest_update(h, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return h.hexdigest()
+
+
+def verify_checkpoint(ckpt, fpath):
+    """Check a loaded checkpoint: a dict whose ``state_dict`` is a dict of tensors, and the stored
+    checksum (when there is one). Raises ``CheckpointError`` naming ``fpath``; returns ``ckpt``."""
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f'"{fpath}" is not a checkpoint of this harness or of the official code: no '
+                              f"'state_dict' entry (found {keys})")
+    sd = ckpt["state_dict"]
+    if not isinstance(sd, dict) or any(not isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"\"{fpath}\": 'state_dict' must be a dict of tensors")
+    stored = ckpt.get(CHECKSUM_KEY)
+    if stored is not None and stored != checkpoint_digest(ckpt):
+        raise CheckpointError(f'"{fpath}" is damaged: its contents do not match the checksum stored in it '
+                              f"(the file changed after it was written); {RECOVER_HINT}")
+    return ckpt
+
+
+def checkpoint_file_problem(fpath):
+    """Cheap structural check before unpickling: None when ``fpath`` looks complete, else what is wrong
+    (missing, empty, a zip archive without its directory, i.e. truncated)."""
+    if not os.path.isfile(fpath):
+        return "file not found"
+    size = os.path.getsize(fpath)
+    if size == 0:
+        return "empty file (0 bytes): an interrupted write or a full disk"
+    with open(fpath, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04" and not zipfile.is_zipfile(fpath):
+        return f"truncated ({format_bytes(size)}, the zip directory at its end is missing): an interrupted write"
+    return None
+
+
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
-    """Write ``state`` to ``save_dir/<model_name or model.pth.tar-<epoch>>`` atomically; returns the path.
+    """Write ``state`` (+ its ``checksum_sha256``) to ``save_dir/<model_name or model.pth.tar-<epoch>>``
+    atomically; returns the path.
 
     Also rewrites the ``checkpoint`` pointer file; ``is_best`` additionally writes ``model-best.pth.tar``.
     """
     os.makedirs(save_dir, exist_ok=True)
+    state = dict(state)
     if remove_module_from_keys and "state_dict" in state:
-        state = dict(state)
         state["state_dict"] = strip_module_prefix(state["state_dict"])
     check_weights_only_safe(state)
+    state[CHECKSUM_KEY] = checkpoint_digest(state)
     if not model_name:
         model_name = f"model.pth.tar-{state['epoch']}"
     fpath = os.path.join(save_dir, model_name)
@@ -88,32 +169,132 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     return fpath
 
 
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running")
+
+
+def load_error_detail(err):
+    """``(refused, detail)`` for an exception of ``torch.load``: ``refused`` is True when the file names a
+    class or function outside the weights-only allow-list (a legacy or malicious pickle); ``detail`` is
+    the informative line of torch's message (never its advice to turn ``weights_only`` off)."""
+    text = str(err)
+    refused = "GLOBAL" in text or "Unsupported global" in text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    detail = useful[0] if useful else (lines[0] if lines else "")
+    if not useful and "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+    return refused, f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+
+
+def torch_load_quiet(fpath, **kwargs):
+    """``torch.load`` with its warnings (e.g. about the pickle protocol of a foreign file) silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(fpath, **kwargs)
+
+
 def load_checkpoint(fpath, map_location="cpu"):
-    """``torch.load(fpath, weights_only=True)`` with one-line errors for a missing or legacy file."""
+    """``torch.load(fpath, weights_only=True)``, verified (:func:`verify_checkpoint`); one-line errors
+    (``FileNotFoundError`` / ``CheckpointError``) naming the file."""
     if not fpath or not os.path.isfile(fpath):
         raise FileNotFoundError(f'Checkpoint file not found: "{fpath}"')
+    problem = checkpoint_file_problem(fpath)
+    if problem:
+        raise CheckpointError(f'Cannot load checkpoint "{fpath}": {problem}; {RECOVER_HINT}')
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=True)
+        ckpt = torch_load_quiet(fpath, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
     except Exception as e:
-        if isinstance(e, (OSError, MemoryError)):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f'Cannot load "{fpath}" as a weights-only checkpoint ({first}); '
-            "a legacy Dassl checkpoint must be converted with tools/convert_checkpoint.py first"
-        ) from None
+        refused, detail = load_error_detail(e)
+        if refused:
+            raise CheckpointError(
+                f'Cannot load "{fpath}" as a weights-only checkpoint: it needs code outside the allowed '
+                f"tensor types ({detail}); nothing in it was run. A legacy Dassl checkpoint must be converted "
+                "with tools/convert_checkpoint.py first"
+            ) from None
+        raise CheckpointError(f'Cannot load checkpoint "{fpath}": damaged or not a PyTorch checkpoint '
+                              f"({detail}); {RECOVER_HINT}") from None
+    return verify_checkpoint(ckpt, fpath)
+
+
+def _epoch_files(fdir):
+    """``{N: path}`` of the ``model.pth.tar-<N>`` files in ``fdir``."""
+    out = {}
+    for name in os.listdir(fdir):
+        m = EPOCH_FILE_RE.match(name)
+        if m:
+            out[int(m.group(1))] = os.path.join(fdir, name)
+    return out
+
+
+def _read_pointer(pointer):
+    try:
+        with open(pointer, "r", encoding="utf-8") as f:
+            return f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _usable(fpath):
+    """None when ``fpath`` loads as a complete checkpoint (ours or an official one), else why not."""
+    from engine.legacy_checkpoint import load_official_or_native
+
+    if not os.path.isfile(fpath):
+        return "file not found"
+    try:
+        load_official_or_native(fpath, quiet=True)
+    except (CheckpointError, ValueError) as e:
+        msg = str(e)
+        for prefix in (f'Cannot load checkpoint "{fpath}": ', f'"{fpath}" ', f"{fpath}: "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        return msg.replace(f"; {RECOVER_HINT}", "")
+    return None
 
 
 def latest_checkpoint_path(fdir):
-    """Path named by ``fdir/checkpoint``, or None if the pointer file does not exist."""
+    """Newest complete checkpoint in ``fdir``, or None when ``fdir/checkpoint`` does not exist.
+
+    Starts from the file the pointer names; if it is missing or damaged, warns and tries the earlier
+    ``model.pth.tar-<N>`` files, newest first. ``CheckpointError`` (one line) when none is usable.
+    Stale temp files of killed writers in ``fdir`` are removed.
+    """
     pointer = os.path.join(fdir, POINTER_FILE)
     if not os.path.isfile(pointer):
         return None
-    with open(pointer, "r", encoding="utf-8") as f:
-        name = f.readline().strip()
-    if not name:
-        raise ValueError(f"Checkpoint pointer file is empty: {pointer}")
-    return os.path.join(fdir, name)
+    remove_stale_temps(fdir)
+    name = _read_pointer(pointer)
+    epochs = _epoch_files(fdir)
+    m = EPOCH_FILE_RE.match(name)
+    if m:
+        candidates = [os.path.join(fdir, name)] + [epochs[n] for n in sorted(epochs, reverse=True)
+                                                   if n < int(m.group(1))]
+    elif name:
+        candidates = [os.path.join(fdir, name)] + [epochs[n] for n in sorted(epochs, reverse=True)]
+    else:
+        get_logger().warning(f"Checkpoint pointer file {pointer} is empty or unreadable; "
+                             "looking for the newest complete model.pth.tar-<N>")
+        candidates = [epochs[n] for n in sorted(epochs, reverse=True)]
+    logger = get_logger()
+    problems = []
+    for path in candidates:
+        problem = _usable(path)
+        if problem is None:
+            if problems:
+                logger.warning(f'Using "{path}" instead of the unusable newer checkpoint(s) '
+                               f"{', '.join(n for n, _ in problems)}")
+            return path
+        logger.warning(f"Skipping unusable checkpoint {path}: {problem}")
+        problems.append((os.path.basename(path), problem))
+    if not problems:
+        raise CheckpointError(f"{pointer} names no checkpoint file and {fdir} holds no model.pth.tar-<N>; "
+                              f"delete {pointer} to train from scratch")
+    names = ", ".join(n for n, _ in problems)
+    raise CheckpointError(f"no complete checkpoint in {fdir} (unusable: {names}; first: {problems[0][1]}); "
+                          "delete the folder to train from scratch")
 
 
 def resume_from_dir(fdir, model, optimizer=None, scheduler=None):

@@ -10,11 +10,14 @@ stores its pickled state) and ``collections.defaultdict`` to a plain ``dict`` bu
 needs any other class stops with a one-line error naming it and pointing to
 ``tools/convert_checkpoint.py ... --trust``, which stubs *every* class (still running none of them).
 
+A file that cannot be read at all (empty, truncated, damaged, not a PyTorch file) or whose stored
+``checksum_sha256`` does not match (our files, ``engine.checkpoint``) raises a one-line
+``CheckpointError`` naming it; nothing in it is executed.
+
 Public API: :func:`load_official_or_native` (used by ``trainers.base.PromptTrainer.load_model``),
 :func:`safe_load`, :func:`unsafe_globals`.
 """
 import os
-import pickle
 
 import torch
 
@@ -104,8 +107,14 @@ def safe_load(path, trust=False):
     ``trust=True`` stands in inert stubs for every class the file names (no code of theirs runs).
     Raises ``ValueError`` (one line) naming a class outside the allow-list.
     """
+    from engine.checkpoint import (RECOVER_HINT, CheckpointError, checkpoint_file_problem, load_error_detail,
+                                   torch_load_quiet)
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    problem = checkpoint_file_problem(path)
+    if problem:
+        raise CheckpointError(f'Cannot load checkpoint "{path}": {problem}; {RECOVER_HINT}')
     needed = unsafe_globals(path)
     unknown = [name for name in needed if name not in ALLOWED_CLASS_NAMES and name not in SPECIAL_NAMES]
     if unknown and not trust:
@@ -114,12 +123,16 @@ def safe_load(path, trust=False):
     names = set(ALLOWED_CLASS_NAMES) | (set(needed) if trust else set())
     try:
         with torch.serialization.safe_globals(_safe_globals_for(sorted(names))):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = str(err).strip().splitlines()
-        detail = next((line.strip() for line in detail if "Unsupported global" in line or "error" in line.lower()),
-                      detail[-1] if detail else "")
-        raise ValueError(f"{path}: cannot be loaded safely ({detail}); " + CONVERT_HINT.format(path=path)) from None
+            return torch_load_quiet(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as err:  # refused globals; EOFError / zip reader errors of a damaged or foreign file
+        refused, detail = load_error_detail(err)
+        if refused:
+            raise ValueError(f"{path}: cannot be loaded safely ({detail}); nothing in it was run; "
+                             + CONVERT_HINT.format(path=path)) from None
+        raise CheckpointError(f'Cannot load checkpoint "{path}": damaged or not a PyTorch checkpoint '
+                              f"({detail}); {RECOVER_HINT}") from None
 
 
 def _contains_legacy(obj):
@@ -160,15 +173,20 @@ def normalize_checkpoint(checkpoint, path):
     return out
 
 
-def load_official_or_native(path, trust=False):
+def load_official_or_native(path, trust=False, quiet=False):
     """Load our checkpoint or an official CoOp/CoCoOp/MaPLe/COMMA one, safely (see module docstring).
 
     Returns a dict with at least ``state_dict`` (name -> tensor, keys as in the file) and ``epoch``.
     Key mapping (official MaPLe/COMMA whole-model keys, CoOp prompt-learner keys) is the model's job
-    (``PromptCLIP.load_legacy_state_dict``).
+    (``PromptCLIP.load_legacy_state_dict``). A stored checksum is verified; ``quiet`` skips the log line.
     """
-    checkpoint = normalize_checkpoint(safe_load(path, trust=trust), path)
-    if checkpoint["format"] == "official":
+    from engine.checkpoint import CHECKSUM_KEY, verify_checkpoint
+
+    raw = safe_load(path, trust=trust)
+    if isinstance(raw, dict) and CHECKSUM_KEY in raw:
+        verify_checkpoint(raw, path)
+    checkpoint = normalize_checkpoint(raw, path)
+    if checkpoint["format"] == "official" and not quiet:
         logger.info(f"{path}: official Dassl checkpoint "
                     "(pickled scheduler/optimizer objects replaced by inert stand-ins)")
     return checkpoint

@@ -124,7 +124,8 @@ def _corrupt_tree(tmp_path):
 
 def test_corrupt_image_fails_with_its_path(tmp_path):
     bad = _corrupt_tree(tmp_path)
-    dm = DataManager(make_cfg(tmp_path, "DescribableTextures", DATALOADER__TEST__BATCH_SIZE=4))
+    dm = DataManager(make_cfg(tmp_path, "DescribableTextures", DATALOADER__TEST__BATCH_SIZE=4,
+                              DATALOADER__CHECK_IMAGES="exists"))  # the loader's own error (no pre-check)
     with pytest.raises(BadImageError, match=f"cannot read image {bad}"):
         list(dm.test_loader)
 

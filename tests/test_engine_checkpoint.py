@@ -43,7 +43,7 @@ def test_round_trip_weights_only_and_layout(tmp_path):
     assert (tmp_path / "MultiModalPromptLearner" / "checkpoint").read_text() == "model.pth.tar-2\n"
     assert latest_checkpoint_path(str(tmp_path / "MultiModalPromptLearner")) == path
     loaded = torch.load(path, weights_only=True)
-    assert list(loaded) == ["state_dict", "epoch", "optimizer", "scheduler", "val_result"]
+    assert list(loaded) == ["state_dict", "epoch", "optimizer", "scheduler", "val_result", "checksum_sha256"]
     assert list(loaded["state_dict"]) == ["weight", "bias"]  # "module." stripped
     for k, v in model.state_dict().items():
         assert torch.equal(loaded["state_dict"][k], v)

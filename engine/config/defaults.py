@@ -60,6 +60,7 @@ _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (CoCoOp base-to-novel); also set by extend_cfg
 _C.DATASET.TEMPLATE = ""  # added: hand-crafted prompt template override, e.g. "a photo of a {}."
 _C.DATASET.CSV_FILE = ""  # added: the CSV file of the generic CSV dataset
+_C.DATASET.ALLOW_GENERATED_SPLIT = False  # added: a missing CoOp split file is generated (not the published one) instead of an error
 
 ###########################
 # Dataloader
@@ -69,6 +70,7 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.K_TRANSFORMS = 1  # apply the train transform K times to one image
 _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image
 _C.DATALOADER.SKIP_BAD_IMAGES = False  # added: drop unreadable images (warning) instead of failing
+_C.DATALOADER.CHECK_IMAGES = "header"  # added: before training, exists | header (+ trailer, cached) | decode
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32

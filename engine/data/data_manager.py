@@ -2,12 +2,18 @@
 
 Order: ``build_dataset`` first (nothing consumes ``random`` before it, so few-shot picks equal
 Dassl's), then the bulk image-existence check (one clear error before any training), then loaders.
+
+In a ``torchrun`` run, rank 0 builds the dataset first (it alone writes missing split / few-shot
+cache files) and the other ranks then read them; the train loader yields each rank's share of the
+one-process run's global batches (``engine.data.distributed_sampler``).
 """
 from tabulate import tabulate
 
+from engine.distributed import main_process_first
 from engine.utils.logger import get_logger
 
-from .image_check import check_images_exist
+from .distributed_sampler import distribute_train_loader
+from .image_scan import check_images
 from .loader import build_data_loader
 from .registry import build_dataset
 from .transforms import build_transform
@@ -17,13 +23,15 @@ class DataManager:
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
         if dataset_wrapper is not None:
             raise ValueError("DataManager: custom dataset_wrapper is not supported")
-        dataset = build_dataset(cfg)
-        check_images_exist(dataset.train_x, dataset.val, dataset.test, name=type(dataset).__name__)
+        with main_process_first():
+            dataset = build_dataset(cfg)
+        check_images(cfg, dataset)  # DATALOADER.CHECK_IMAGES: existence, then header/trailer (cached)
         tfm_train = build_transform(cfg, is_train=True) if custom_tfm_train is None else custom_tfm_train
         tfm_test = build_transform(cfg, is_train=False) if custom_tfm_test is None else custom_tfm_test
         dl = cfg.DATALOADER
         self.train_loader_x = build_data_loader(
             cfg, dataset.train_x, dl.TRAIN_X.BATCH_SIZE, dl.TRAIN_X.SAMPLER, tfm_train, is_train=True)
+        self.train_loader_x = distribute_train_loader(self.train_loader_x)
         self.train_loader_u = None
         self.val_loader = None
         if dataset.val:

@@ -1,4 +1,7 @@
-"""Image checks: one bulk existence pass before training, and a reader that names the bad file."""
+"""Image checks: one bulk existence pass before training, and a reader that names the bad file.
+
+The content check before training (``DATALOADER.CHECK_IMAGES``) is ``engine.data.image_scan``.
+"""
 import os
 
 from PIL import Image
@@ -6,8 +9,16 @@ from PIL import Image
 from .base_dataset import DatasetError
 
 
-class BadImageError(RuntimeError):
-    """An image file exists but cannot be decoded."""
+class BadImageError(DatasetError):
+    """An image file exists but cannot be decoded; one line naming it (also when re-raised from a loader
+    worker, whose traceback torch folds into the message: only its last line is kept)."""
+
+    def __init__(self, msg=""):
+        msg = str(msg)
+        if "\nOriginal Traceback" in msg:
+            last = [ln.strip() for ln in msg.splitlines() if ln.strip()][-1]
+            msg = last.split("BadImageError: ", 1)[-1]
+        super().__init__(msg)
 
 
 def find_missing_images(*data_sources):

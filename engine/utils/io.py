@@ -1,12 +1,24 @@
 """File helpers. Every result file is written atomically: a temp file in the same folder, fsync,
 then ``os.replace`` -- a crash or a failing serializer never leaves a partial file at the target path.
 ``write_json``/``read_json``/``mkdir_if_missing``/``listdir_nohidden``/``check_isfile`` keep Dassl's names.
+
+Temp files are named ``.<name>.<host>-<pid>.<random>.tmp`` (``host`` = 8 hex digits of the host name).
+A writer killed before ``os.replace`` leaves one behind; the next write of the same file (and
+:func:`remove_stale_temps`, called on ``--resume``) removes those of dead processes on this host, and
+those of other hosts or of the older ``.<name>.<random>.tmp`` naming once older than a day.
+A write that fails for lack of space or permission raises :class:`WriteError` (an ``OSError``): one
+line naming the file, its folder and, for a full disk, the bytes needed and free.
 """
 import contextlib
+import errno
+import hashlib
 import io
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 
 from engine.utils.logger import get_logger
 
@@ -18,6 +30,8 @@ def _file_mode():
     return 0o666 & ~umask
 
 __all__ = [
+    "WriteError",
+    "remove_stale_temps",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -38,38 +52,151 @@ def mkdir_if_missing(dirname):
         os.makedirs(dirname, exist_ok=True)
 
 
+class WriteError(OSError):
+    """A file could not be written: no space left, quota exceeded, permission denied or a read-only
+    file system. ``str(err)`` is one line naming the file and its folder; ``errno`` is kept."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else "cannot write a file"
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+#: temp files of other hosts (or of the old naming) older than this are stale.
+STALE_AFTER_S = 24 * 3600
+_TEMP_RE = re.compile(r"^\.(?P<base>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
+
+
+def _host_tag():
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def format_bytes(n):
+    """``1,234 bytes`` below 1 MiB, else ``12.3 MiB`` / ``1.2 GiB``."""
+    if n < 1 << 20:
+        return f"{int(n):,} bytes"
+    if n < 1 << 30:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _free_bytes(folder):
+    try:
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        return None
+
+
+def as_write_error(err, path, needed=None):
+    """``WriteError`` (one line) for a no-space / permission ``OSError`` raised writing ``path``; else None."""
+    if isinstance(err, WriteError):
+        return err
+    if not isinstance(err, OSError) or err.errno not in _NO_SPACE | _NO_PERMISSION:
+        return None
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if err.errno in _NO_SPACE:
+        free = _free_bytes(folder)
+        parts = [f"needed {format_bytes(needed)}" if needed is not None else "",
+                 f"{format_bytes(free)} free" if free is not None else ""]
+        detail = ", ".join(p for p in parts if p)
+        what = "disk quota exceeded" if err.errno != errno.ENOSPC else "no space left on the device"
+        msg = (f"{what} writing {path} (folder {folder}{': ' + detail if detail else ''}); free some space or "
+               "choose another output folder, then re-run (--resume continues from the last complete checkpoint)")
+    else:
+        what = "read-only file system" if err.errno == errno.EROFS else "permission denied"
+        msg = (f"{what} writing {path} (folder {folder}); fix the folder's permissions or choose another "
+               "output folder (--output-dir)")
+    out = WriteError(msg)
+    out.errno, out.filename = err.errno, path
+    return out
+
+
+def _is_stale(match, full_path, host, now):
+    pid = match.group("pid")
+    if pid is not None and match.group("host") == host:
+        pid = int(pid)
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, owned by another user
+            return False
+        return False
+    try:
+        return now - os.stat(full_path).st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(folder, name=None):
+    """Remove temp files left in ``folder`` by killed writers (of ``name`` only, when given); returns them.
+
+    Live writers' temp files (this host, process alive) are never touched; see the module docstring.
+    """
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    host, now, removed = _host_tag(), time.time(), []
+    for entry in entries:
+        m = _TEMP_RE.match(entry)
+        if not m or (name is not None and m.group("base") != name):
+            continue
+        full = os.path.join(folder, entry)
+        if _is_stale(m, full, host, now):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(full)
+                removed.append(full)
+                get_logger().warning(f"Removed {full}, a temporary file left by an interrupted write")
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_open(path, mode="wb", encoding=None):
-    """Yield a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed."""
+def atomic_open(path, mode="wb", encoding=None, size_hint=None):
+    """Yield a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed.
+
+    Stale temp files of ``path`` (killed writers) are removed first. A full disk or a permission error
+    becomes :class:`WriteError` (``size_hint``: the bytes to be written, quoted in the message).
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    mkdir_if_missing(folder)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    tmp = None
     try:
+        mkdir_if_missing(folder)
+        remove_stale_temps(folder, os.path.basename(path))
+        prefix = f".{os.path.basename(path)}.{_host_tag()}-{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        converted = as_write_error(err, path, size_hint)
+        if converted is not None and converted is not err:
+            raise converted from None
         raise
 
 
 def atomic_write_bytes(path, data):
     """Write ``data`` (bytes) to ``path`` atomically."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", size_hint=len(data)) as f:
         f.write(data)
 
 
 def atomic_write_text(path, text, encoding="utf-8"):
     """Write ``text`` to ``path`` atomically."""
-    with atomic_open(path, "w", encoding=encoding) as f:
-        f.write(text)
+    atomic_write_bytes(path, text.encode(encoding))
 
 
 def atomic_write_json(path, obj):
@@ -95,11 +222,13 @@ def read_json(fpath):
 
 
 def atomic_torch_save(obj, path):
-    """``torch.save(obj)`` to ``path`` atomically."""
+    """``torch.save(obj)`` to ``path`` atomically (serialized in memory first, so that a full disk
+    fails with the exact size needed and torch's zip writer never sees a failing file)."""
     import torch
 
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_save_npz(path, **arrays):

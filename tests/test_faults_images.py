@@ -1,0 +1,201 @@
+"""Fault injection: corrupt images (truncated PNG/JPEG, a text file named ``.jpg``, a zero-byte image).
+
+They are found before training by ``DATALOADER.CHECK_IMAGES header`` (cached), reported in one line
+naming the file and what is wrong, or skipped and counted with ``DATALOADER.SKIP_BAD_IMAGES True``.
+"""
+import io
+import os
+import pickle
+import shutil
+
+import pytest
+from PIL import Image
+
+import train
+from engine.data.base_dataset import DatasetError
+from engine.data.data_manager import DataManager
+from engine.data.image_check import BadImageError
+from engine.data.image_scan import CACHE_FILE, probe_image, scan_images
+from tests.fixtures_data import make_cfg, make_shapes
+
+TINY = ["MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
+        "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+        "DATALOADER.TEST.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "1"]
+
+
+def _image_bytes(fmt, size=(40, 30)):
+    img = Image.new("RGB", size)
+    for x in range(size[0]):  # some detail, so that the compressed data is not tiny
+        for y in range(size[1]):
+            img.putpixel((x, y), ((x * 7) % 256, (y * 13) % 256, (x * y) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+CORRUPTIONS = {
+    # name: (suffix, bytes, expected reason)
+    "truncated_png": (".png", lambda: _image_bytes("PNG")[:-300], "truncated PNG"),
+    "truncated_jpeg": (".jpg", lambda: _image_bytes("JPEG")[: len(_image_bytes("JPEG")) // 2], "truncated JPEG"),
+    "text_as_jpg": (".jpg", lambda: b"<html>404 not found</html>\n", "not an image (unrecognised format"),
+    "zero_byte": (".jpg", lambda: b"", "zero-byte file"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_probe_finds_each_corruption(tmp_path, kind):
+    suffix, data, reason = CORRUPTIONS[kind]
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(data())
+    assert reason in probe_image(str(path), "header")
+    assert probe_image(str(path), "decode")  # the full decode agrees
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_probe_passes_valid_images_also_with_trailing_bytes(tmp_path, fmt):
+    path = tmp_path / f"x.{fmt.lower()}"
+    path.write_bytes(_image_bytes(fmt))
+    assert probe_image(str(path), "header") is None and probe_image(str(path), "decode") is None
+    if fmt in ("PNG", "JPEG"):  # no end marker in the last bytes: decoded fully, still valid
+        path.write_bytes(_image_bytes(fmt) + b"\0" * 2048)
+        assert probe_image(str(path), "header") is None
+
+
+@pytest.fixture
+def shapes_root(tmp_path):
+    make_shapes(tmp_path, classes=("circle", "square"), counts={"train": 4, "val": 1, "test": 2}, size=32)
+    return tmp_path
+
+
+def _cfg(root, **opts):
+    return make_cfg(str(root), "Shapes", DATASET__NUM_SHOTS=2, SEED=1, DATALOADER__NUM_WORKERS=0,
+                    DATALOADER__TEST__BATCH_SIZE=4, **opts)
+
+
+def _test_image(root, cls="square", i=5):
+    return root / "shapes" / "images" / cls / f"{cls}_{i:03d}.png"
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_data_manager_stops_before_training(shapes_root, kind):
+    _, data, reason = CORRUPTIONS[kind]
+    bad = _test_image(shapes_root)
+    bad.write_bytes(data())
+    with pytest.raises(DatasetError) as e:
+        DataManager(_cfg(shapes_root))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("Shapes: 1 of ") and f"images cannot be read, first: {bad} ({reason}" in msg
+    assert "DATALOADER.SKIP_BAD_IMAGES True to skip and count them" in msg
+
+
+def test_skip_bad_images_warns_once_then_skips_and_counts(shapes_root, capsys):
+    bad = _test_image(shapes_root)
+    bad.write_bytes(b"")
+    dm = DataManager(_cfg(shapes_root, DATALOADER__SKIP_BAD_IMAGES=True))
+    out = capsys.readouterr().out
+    assert ("images cannot be read and will be skipped and counted (DATALOADER.SKIP_BAD_IMAGES True), "
+            f"first: {bad} (zero-byte file)") in out
+    paths = [p for b in dm.test_loader for p in b["impath"]]
+    assert len(paths) == 3 and str(bad) not in paths
+    assert "skipped unreadable image (1 so far)" in capsys.readouterr().out
+
+
+def test_cache_makes_the_second_check_free_and_sees_changes(shapes_root, capsys):
+    DataManager(_cfg(shapes_root))
+    cache = shapes_root / "shapes" / CACHE_FILE
+    assert cache.is_file()
+    assert "(header; 0 unchanged since the last check)" in capsys.readouterr().out
+    DataManager(_cfg(shapes_root))
+    out = capsys.readouterr().out
+    n = int(out.split("Checked ")[1].split(" images")[0])
+    assert f"(header; {n} unchanged since the last check)" in out and n == 2 * 2 + 2 * 1 + 2 * 2
+    bad = _test_image(shapes_root)
+    bad.write_bytes(bad.read_bytes()[:-100])  # changed after being cached
+    with pytest.raises(DatasetError, match="truncated PNG"):
+        DataManager(_cfg(shapes_root))
+
+
+def test_cache_falls_back_to_output_dir_and_ignores_foreign_caches(shapes_root, tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    cache = shapes_root / "shapes" / CACHE_FILE
+    cache.write_bytes(pickle.dumps(Payload()))
+    DataManager(_cfg(shapes_root))
+    assert "Ignoring the image-check cache" in capsys.readouterr().out and not marker.exists()
+    assert cache.read_bytes().startswith(b"{")  # rewritten as JSON
+    import engine.data.image_scan as scan
+    monkeypatch.setattr(scan, "_writable_dir", lambda path: False)  # a read-only dataset folder
+    out = tmp_path / "out"
+    DataManager(_cfg(shapes_root, OUTPUT_DIR=str(out)))
+    assert (out / CACHE_FILE).is_file()
+
+
+def test_exists_mode_checks_existence_only(shapes_root):
+    _test_image(shapes_root).write_bytes(b"")
+    DataManager(_cfg(shapes_root, DATALOADER__CHECK_IMAGES="exists"))
+    with pytest.raises(ValueError, match="DATALOADER.CHECK_IMAGES must be one of"):
+        DataManager(_cfg(shapes_root, DATALOADER__CHECK_IMAGES="full"))
+
+
+def test_scan_reports_every_bad_file_in_order(tmp_path):
+    paths = []
+    for i, kind in enumerate(["zero_byte", None, "text_as_jpg", None, "truncated_png"]):
+        p = tmp_path / f"{i}.png"
+        p.write_bytes(CORRUPTIONS[kind][1]() if kind else _image_bytes("PNG"))
+        paths.append(str(p))
+    bad, cached = scan_images(paths, "header", None)
+    assert [p for p, _ in bad] == [paths[0], paths[2], paths[4]] and cached == 0
+
+
+def test_worker_error_is_one_line():
+    """A ``BadImageError`` re-raised by a loader worker keeps one line (torch folds the traceback in)."""
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise BadImageError("cannot read image /d/a.jpg: image file is truncated")
+    except BadImageError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(BadImageError) as e:
+        wrapped.reraise()
+    assert str(e.value) == "cannot read image /d/a.jpg: image file is truncated"
+    assert isinstance(e.value, ValueError)  # printed by train.py as one `error:` line
+
+
+def test_train_py_corrupt_image_stops_before_training(shapes_root, tmp_path, capsys):
+    bad = _test_image(shapes_root, "circle", 6)
+    bad.write_bytes(b"GIF89a not really")
+    out = tmp_path / "out"
+    args = ["--root", str(shapes_root), "--seed", "1", "--trainer", "CoOp", "--output-dir", str(out),
+            "--dataset-config-file", "configs/datasets/shapes.yaml",
+            "--config-file", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", *TINY]
+    capsys.readouterr()
+    rc = train.main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: Shapes: 1 of 10 images cannot be read, first: " + str(bad))
+    log = open(out / "log.txt", encoding="utf-8").read()
+    assert "epoch [1/1]" not in log and not (out / "prompt_learner").exists()
+    rc = train.main(args + ["DATALOADER.SKIP_BAD_IMAGES", "True"])
+    assert rc == 0
+    log = open(out / "log.txt", encoding="utf-8").read()
+    assert "skipped unreadable image (1 so far)" in log and "* total: 3" in log
+    shutil.rmtree(out)
+
+
+def test_train_py_image_broken_after_the_check_is_one_line(shapes_root, tmp_path, capsys):
+    """With the existence-only check the loader meets the bad file: still one line naming it."""
+    bad = _test_image(shapes_root)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    args = ["--root", str(shapes_root), "--seed", "1", "--trainer", "CoOp", "--output-dir", str(tmp_path / "o"),
+            "--dataset-config-file", "configs/datasets/shapes.yaml", "--eval-only",
+            "--config-file", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", *TINY, "DATALOADER.CHECK_IMAGES", "exists"]
+    capsys.readouterr()
+    rc = train.main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: cannot read image {bad}: ")
