@@ -31,8 +31,8 @@ import torch.distributed as dist
 
 __all__ = ["is_distributed", "rank", "world_size", "is_main_process", "row_range", "text_row_shard",
            "shard_text_rows", "gather_rows", "env_world_size", "local_rank", "init_from_env",
-           "distributed_session", "barrier", "main_process_first", "broadcast_int", "broadcast_parameters",
-           "average_gradients", "average_summary", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
+           "distributed_session", "barrier", "main_process_first", "broadcast_int", "sync_torch_rng",
+           "broadcast_parameters", "average_gradients", "average_summary", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
 
 TIMEOUT_ENV = "HARNESS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10800.0
@@ -220,6 +220,17 @@ def broadcast_int(value: int, src: int = 0) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64, device=_comm_device())
     dist.broadcast(t, src)
     return int(t.item())
+
+
+def sync_torch_rng(src: int = 0):
+    """Every rank adopts rank ``src``'s global torch CPU RNG state (no-op outside a distributed run)."""
+    if not is_distributed():
+        return
+    state = torch.get_rng_state()
+    buffer = state.to(_comm_device())
+    dist.broadcast(buffer, src)
+    if rank() != src:
+        torch.set_rng_state(buffer.cpu())
 
 
 @torch.no_grad()

@@ -6,6 +6,12 @@ the training log line and the result block. Changes: the LR schedule is stepped 
 ``run_epoch`` after the last batch of each epoch (trainers must not call ``update_lr``), checkpoints are
 weights-only and carry the RNG state so ``--resume`` is bit-exact, ``--seed 0`` works, no DataParallel,
 precision comes from ``TRAINER.<CFG_NODE>.PREC`` via ``engine.precision``.
+
+Under ``torchrun`` (``engine.distributed``): the trainable tensors are broadcast from rank 0 after
+``build_model``; ``model_update`` averages their gradients over ranks before the optimiser step;
+the logged loss summary is the batch-size-weighted average over ranks (the one-process values);
+evaluation, checkpoints and every written file happen on rank 0 while the other ranks wait at a
+barrier (``test()`` returns None on them); every rank resumes from the same checkpoint.
 """
 import datetime
 import os
@@ -19,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from engine.checkpoint import BEST_FILE, CheckpointError, latest_checkpoint_path, load_checkpoint, save_checkpoint
+from engine.distributed import average_gradients, average_summary, barrier, broadcast_parameters, is_main_process
 from engine.evaluator import build_evaluator
 from engine.precision import autocast_context, make_grad_scaler, resolve_precision
 from engine.registry import Registry
@@ -37,7 +44,9 @@ logger = get_logger()
 def _progress(iterable, desc, log_without_tty=True):
     """tqdm bar on stderr on an interactive terminal; otherwise (batch jobs, redirected output) a log
     line at every 10% of the loop, so long evaluations still show progress in ``log.txt`` (training
-    has its own iteration lines: ``log_without_tty=False``)."""
+    has its own iteration lines: ``log_without_tty=False``). No bar on ranks other than 0."""
+    if not is_main_process():
+        return iterable
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
     return _logged_progress(iterable, desc) if log_without_tty else iterable
@@ -153,7 +162,9 @@ class TrainerBase:
         model.load_state_dict(state_dict, strict=False)
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Write ``directory/<name>/model.pth.tar-<epoch+1>`` (or ``model_name``) for every model."""
+        """Write ``directory/<name>/model.pth.tar-<epoch+1>`` (or ``model_name``) for every model (rank 0 only)."""
+        if not is_main_process():
+            return
         rng_state = capture_rng_state()
         for name in self.get_model_names():
             optim = self._optims[name]
@@ -357,7 +368,21 @@ class TrainerBase:
         else:
             loss.backward()
 
+    def optimized_parameters(self, names=None):
+        """The tensors that the registered optimisers of ``names`` update (each once, in order)."""
+        seen, params = set(), []
+        for name in self.get_model_names(names):
+            optim = self._optims[name]
+            for group in (optim.param_groups if optim is not None else ()):
+                for p in group["params"]:
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+        return params
+
     def model_update(self, names=None):
+        """Average the gradients over ranks (distributed runs), then step the optimiser(s)."""
+        average_gradients(self.optimized_parameters(names))
         stepped = False
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
@@ -400,6 +425,7 @@ class SimpleTrainer(TrainerBase):
         self.scaler = make_grad_scaler(self.precision, self.device)
         self.build_data_loader()
         self.build_model()
+        broadcast_parameters(self.optimized_parameters())  # identical start on every rank
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
 
@@ -456,7 +482,7 @@ class SimpleTrainer(TrainerBase):
             if not os.path.isfile(best):
                 continue
             target = os.path.join(self.output_dir, name, BEST_FILE)
-            if os.path.abspath(best) != os.path.abspath(target):
+            if os.path.abspath(best) != os.path.abspath(target) and is_main_process():
                 with open(best, "rb") as f:
                     atomic_write_bytes(target, f.read())
             val = load_checkpoint(best).get("val_result")
@@ -468,17 +494,19 @@ class SimpleTrainer(TrainerBase):
         do_test = not self.cfg.TEST.NO_TEST
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
-        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
-            curr_result = self.test(split="val")
-            if curr_result > self.best_result:
-                self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_FILE)
-        if meet_checkpoint_freq or last_epoch:
-            self.save_model(self.epoch, self.output_dir)
+        if is_main_process():  # the other ranks of a distributed run wait at the barrier
+            if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+                curr_result = self.test(split="val")
+                if curr_result > self.best_result:
+                    self.best_result = curr_result
+                    self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_FILE)
+            if meet_checkpoint_freq or last_epoch:
+                self.save_model(self.epoch, self.output_dir)
+        barrier()
 
     def after_train(self):
         logger.info("Finish training")
-        if not self.cfg.TEST.NO_TEST:
+        if not self.cfg.TEST.NO_TEST and is_main_process():
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 logger.info("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
@@ -489,6 +517,7 @@ class SimpleTrainer(TrainerBase):
         elapsed = str(datetime.timedelta(seconds=round(time.time() - start)))
         logger.info(f"Elapsed: {elapsed}")
         self.close_writer()
+        barrier()
 
     def before_evaluation(self):
         """Hook called at the start of every ``test()`` (e.g. cache the class text features)."""
@@ -498,7 +527,11 @@ class SimpleTrainer(TrainerBase):
 
     @torch.no_grad()
     def test(self, split=None):
-        """Evaluate on ``split`` ("val" if it exists and is asked for, else "test"); returns accuracy."""
+        """Evaluate on ``split`` ("val" if it exists and is asked for, else "test"); returns accuracy.
+
+        Rank 0 only in a distributed run: the other ranks return None at once."""
+        if not is_main_process():
+            return None
         self.set_model_mode("eval")
         self.evaluator.reset()
         if split is None:
@@ -567,7 +600,7 @@ class TrainerX(SimpleTrainer):
         bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
         for self.batch_idx, batch in enumerate(bar):
             data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
+            loss_summary = average_summary(self.forward_backward(batch), self.local_batch_size(batch))
             if self.batch_idx + 1 == self.num_batches and not self._lr_stepped_this_epoch():
                 self.update_lr()
             batch_time.update(time.time() - end)
@@ -596,6 +629,12 @@ class TrainerX(SimpleTrainer):
             end = time.time()
         if not self._lr_stepped_this_epoch():
             self.update_lr()
+
+    @staticmethod
+    def local_batch_size(batch):
+        """Images in this process's batch: the weight of its loss summary in a distributed run."""
+        label = batch.get("label") if isinstance(batch, dict) else None
+        return len(label) if label is not None else 1
 
     def _lr_stepped_this_epoch(self):
         return getattr(self, "_lr_stepped_in_epoch", None) == self.epoch

@@ -5,6 +5,8 @@ INFO records print as the bare message; WARNING and above are prefixed with thei
 every record also goes to ``OUTPUT_DIR/log.txt`` (or to ``output`` itself when it ends in .txt/.log).
 Unlike Dassl, an existing log file is appended to, after a separator line, so that a resumed or re-run
 job keeps one ``log.txt`` (parsers read its last result block).
+In a ``torchrun`` run only rank 0 logs INFO and writes ``log.txt``; the other ranks print only
+WARNING and above, prefixed ``[rank r]``.
 """
 import logging
 import os
@@ -17,14 +19,29 @@ SEPARATOR_MARK = "=" * 20 + " new run "
 __all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path"]
 
 
+def _rank():
+    """This process's torch.distributed rank (0 without a process group)."""
+    dist = sys.modules.get("torch.distributed")  # never import torch just to log
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
 class _Formatter(logging.Formatter):
-    """``%(message)s`` for INFO and below, ``LEVEL: message`` for WARNING and above."""
+    """``%(message)s`` for INFO and below, ``LEVEL: message`` for WARNING and above (``[rank r]`` first
+    on ranks other than 0)."""
 
     def format(self, record):
         text = super().format(record)
         if record.levelno >= logging.WARNING:
             text = f"{record.levelname}: {text}"
-        return text
+        r = _rank()
+        return f"[rank {r}] {text}" if r else text
+
+
+def _main_rank_or_warning(record):
+    """Handler filter: everything on rank 0, WARNING and above on the other ranks."""
+    return record.levelno >= logging.WARNING or _rank() == 0
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -51,6 +68,7 @@ def _make_stdout_handler():
     handler = _own(_StdoutHandler())
     handler.setFormatter(_Formatter("%(message)s"))
     handler.setLevel(logging.INFO)
+    handler.addFilter(_main_rank_or_warning)
     return handler
 
 
@@ -72,6 +90,7 @@ def log_to_stderr():
     handler = _own(logging.StreamHandler(sys.stderr))
     handler.setFormatter(_Formatter("%(message)s"))
     handler.setLevel(logging.INFO)
+    handler.addFilter(_main_rank_or_warning)
     logger.addHandler(handler)
     return logger
 
@@ -84,7 +103,8 @@ def log_file_path(output):
 
 
 def setup_logger(output=None):
-    """(Re)attach the stdout handler and, if ``output`` is given, an appending log-file handler.
+    """(Re)attach the stdout handler and, if ``output`` is given (and this is rank 0), an appending
+    log-file handler.
 
     Calling it again replaces (and closes) the handlers it attached before; handlers added by others
     (e.g. a test's collector) are kept. Returns the logger.
@@ -97,7 +117,7 @@ def setup_logger(output=None):
     logger.setLevel(logging.INFO)
     logger.propagate = False
     logger.addHandler(_make_stdout_handler())
-    if output:
+    if output and _rank() == 0:
         fpath = log_file_path(output)
         os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
         if os.path.isfile(fpath) and os.path.getsize(fpath) > 0:
