@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine.trainer import TRAINER_REGISTRY
-from tests.test_engine_toy import ToyLinear, build_toy, toy_cfg, weights
+from test_engine_toy import ToyLinear, build_toy, toy_cfg, weights  # one module object (registries)
 
 
 class PortedToy(ToyLinear):

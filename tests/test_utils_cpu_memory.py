@@ -1,11 +1,12 @@
 """``release_large_frees``: freed activation-sized CPU tensors go back to the OS (glibc)."""
+import os
 import platform
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = f"""
 import sys, torch
