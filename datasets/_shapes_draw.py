@@ -2,8 +2,12 @@
 
 ``draw_shape(name, rng, size)`` returns an RGB ``PIL.Image``: a filled shape of a random colour, size,
 position and rotation on a random, clearly different background colour.
+``draw_shape_with_attributes`` draws the same image (same ``rng`` draws) and also returns what was
+drawn (``ShapeAttributes``: colours, radius and centre as fractions of the image size), which the
+tiny-CLIP pretraining turns into captions.
 """
 import math
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw
 
@@ -54,24 +58,43 @@ def _heart(r):
     return pts
 
 
+class ShapeAttributes(NamedTuple):
+    """What one image shows: shape name, RGB colours, radius and centre as fractions of the side."""
+
+    shape: str
+    foreground: tuple
+    background: tuple
+    radius: float
+    x: float
+    y: float
+
+
 def draw_shape(name, rng, size=224):
     """One image of shape ``name`` drawn with ``rng`` (a ``random.Random``)."""
+    return draw_shape_with_attributes(name, rng, size)[0]
+
+
+def draw_shape_with_attributes(name, rng, size=224):
+    """``(image, ShapeAttributes)``; the image equals ``draw_shape(name, rng, size)`` for the same ``rng`` state."""
+    if name not in SHAPE_NAMES:
+        raise ValueError(f"unknown shape {name!r}; expected one of {SHAPE_NAMES}")
     bg, fg = _distinct_colours(rng)
     img = Image.new("RGB", (size, size), bg)
     draw = ImageDraw.Draw(img)
     r = rng.uniform(0.16, 0.36) * size
     margin = r + 0.04 * size
     cx, cy = rng.uniform(margin, size - margin), rng.uniform(margin, size - margin)
+    attrs = ShapeAttributes(name, fg, bg, r / size, cx / size, cy / size)
     jitter = math.radians(rng.uniform(-12, 12))
     if name == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
-        return img
+        return img, attrs
     if name == "crescent":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
         phi = rng.uniform(0, 2 * math.pi)
         ox, oy = cx + 0.45 * r * math.cos(phi), cy + 0.45 * r * math.sin(phi)
         draw.ellipse((ox - 0.85 * r, oy - 0.85 * r, ox + 0.85 * r, oy + 0.85 * r), fill=bg)
-        return img
+        return img, attrs
     shapes = {
         "square": lambda: _regular(4, r * 1.2, 45),
         "diamond": lambda: _regular(4, r, 0, stretch_y=1.35),
@@ -82,7 +105,5 @@ def draw_shape(name, rng, size=224):
         "cross": lambda: _cross(r),
         "heart": lambda: _heart(r),
     }
-    if name not in shapes:
-        raise ValueError(f"unknown shape {name!r}; expected one of {SHAPE_NAMES}")
     draw.polygon(_rotate(shapes[name](), cx, cy, jitter), fill=fg)
-    return img
+    return img, attrs

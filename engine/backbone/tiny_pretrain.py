@@ -1,0 +1,304 @@
+"""Contrastive pretraining of a tiny OpenAI-architecture CLIP on drawn Shapes images (the offline demo backbone).
+
+The model is the unmodified ``clip.model.CLIP`` (``Recipe.architecture()``: a ViT of the ViT-Tiny
+family), initialised by CLIP's own code under a forked RNG seeded with ``Recipe.seed``, trained with
+the symmetric InfoNCE loss of CLIP,
+
+    L = (CE(s * I T^T, y) + CE(s * T I^T, y)) / 2,   s = exp(logit_scale) <= 100 (learned),
+
+on a pool of images of every Shapes class drawn by ``datasets._shapes_draw`` (fresh random draws,
+never the Shapes dataset's own images), each paired at every step with a caption drawn from several
+phrasings of its shape, colour, size and position ("a photo of a large red star.", "a blue circle in
+the top left.", ...), tokenized by CLIP's tokenizer. Images are drawn at 224 px and resized (bicubic)
+and normalised exactly as the harness's test transform does at ``INPUT.SIZE (R, R)``.
+
+Everything is seeded (pool, captions, batches, initialisation): the same recipe on the same machine
+and thread count gives the same weights. ``ensure_pretrained`` trains once and caches the state dict
+(plain tensors, ``torch.load(weights_only=True)``) at a content-addressed path
+``<dir>/tiny-clip-shapes-<digest>.pt`` (digest of the recipe), written atomically, with a JSON
+sidecar holding the recipe and the final metrics. Load it with ``MODEL.BACKBONE.PATH <file>`` and
+``INPUT.SIZE (R, R)``.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from engine.utils.io import atomic_torch_save, atomic_write_json
+from engine.utils.logger import get_logger
+
+from ._clip import CLIP
+from .tokenizer import tokenize
+from .weights import clip_cache_dir
+
+#: bump when the training code changes what a recipe produces (part of the cache digest)
+CODE_VERSION = 1
+FILE_PREFIX = "tiny-clip-shapes-"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DRAW_SIZE = 224  # the Shapes dataset's image size; pool images are drawn at it, then resized
+
+#: named colours for captions (the nearest one names a drawn RGB colour)
+COLOURS = {
+    "red": (220, 30, 30), "green": (40, 170, 40), "blue": (30, 60, 220), "yellow": (240, 220, 40),
+    "orange": (245, 140, 20), "purple": (130, 40, 170), "pink": (245, 140, 190), "brown": (130, 80, 30),
+    "black": (20, 20, 20), "white": (240, 240, 240), "gray": (128, 128, 128), "cyan": (40, 200, 210),
+}
+#: shape-only phrasings (one of them is drawn with probability ``Recipe.shape_only``)
+SHAPE_PHRASINGS = ("a photo of a {shape}.", "a {shape}.", "a drawing of a {shape}.", "a picture of a {shape}.")
+#: phrasings with attributes (the rest of the time)
+PHRASINGS = (
+    "a photo of a {shape}.",
+    "a {colour} {shape}.",
+    "a photo of a {size} {shape}.",
+    "a {size} {colour} {shape}.",
+    "a {colour} {shape} on a {bg} background.",
+    "a {shape} in the {position}.",
+    "a drawing of a {size} {colour} {shape} in the {position}.",
+    "there is a {colour} {shape} at the {position} of the picture.",
+    "a photo of a {colour} {shape}.",
+    "the {shape} is {size} and {colour}.",
+    "a {shape}.",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything that determines the pretrained weights (hashed into the cache file name)."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_width: int = 64
+    vision_layers: int = 4
+    text_width: int = 64
+    text_layers: int = 4
+    embed_dim: int = 64
+    classes: tuple = ("circle", "square", "triangle", "star", "hexagon",
+                      "pentagon", "heart", "cross", "diamond", "crescent")
+    pool_size: int = 4000
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    shape_only: float = 0.4
+    seed: int = 1
+
+    def architecture(self) -> dict:
+        """``clip.model.CLIP`` keyword arguments (heads = width // 64, as ``build_model`` infers)."""
+        return dict(embed_dim=self.embed_dim, image_resolution=self.image_size,
+                    vision_layers=self.vision_layers, vision_width=self.vision_width,
+                    vision_patch_size=self.patch_size, context_length=77, vocab_size=49408,
+                    transformer_width=self.text_width, transformer_heads=max(self.text_width // 64, 1),
+                    transformer_layers=self.text_layers)
+
+    def digest(self) -> str:
+        """12 hex digits of SHA-256 over the recipe and ``CODE_VERSION``."""
+        blob = json.dumps({"code_version": CODE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_cache_dir() -> str:
+    """Where pretrained tiny CLIPs are cached: the CLIP cache (``$CLIP_CACHE_DIR`` or ``~/.cache/clip``)."""
+    return clip_cache_dir()
+
+
+def weights_path(recipe: Recipe, cache_dir: str = None) -> str:
+    """Content-addressed file of ``recipe``: ``<cache_dir>/tiny-clip-shapes-<digest>.pt``."""
+    return os.path.join(cache_dir or default_cache_dir(), f"{FILE_PREFIX}{recipe.digest()}.pt")
+
+
+# ---------------------------------------------------------------------------------- captions
+def colour_name(rgb) -> str:
+    """Nearest named colour (Euclidean RGB) of ``rgb``."""
+    return min(COLOURS, key=lambda name: math.dist(COLOURS[name], rgb))
+
+
+def size_word(radius: float) -> str:
+    """``small`` / ``medium`` / ``large`` for a radius fraction in the drawing's range [0.16, 0.36]."""
+    return "small" if radius < 0.23 else "medium" if radius < 0.29 else "large"
+
+
+def position_words(x: float, y: float) -> str:
+    """``top left`` ... ``bottom right``, ``left``, ``top``, ``center`` from centre fractions."""
+    row = "top" if y < 0.42 else "bottom" if y > 0.58 else ""
+    col = "left" if x < 0.42 else "right" if x > 0.58 else ""
+    return " ".join(w for w in (row, col) if w) or "center"
+
+
+def caption(attrs, rng: random.Random, shape_only: float = 0.0) -> str:
+    """One caption of ``attrs`` (``ShapeAttributes``) in a phrasing chosen by ``rng``: a shape-only
+    one with probability ``shape_only``, else one naming colour, size or position too."""
+    if rng.random() < shape_only:
+        return rng.choice(SHAPE_PHRASINGS).format(shape=attrs.shape)
+    words = dict(shape=attrs.shape, colour=colour_name(attrs.foreground), bg=colour_name(attrs.background),
+                 size=size_word(attrs.radius), position=position_words(attrs.x, attrs.y))
+    return rng.choice(PHRASINGS).format(**words)
+
+
+# ---------------------------------------------------------------------------------- images
+def to_tensor(images, size: int) -> torch.Tensor:
+    """PIL images -> ``[N, 3, size, size]`` resized (bicubic) and normalised with CLIP's mean/std,
+    as the harness's test transform (``Resize`` + ``CenterCrop`` + ``Normalize``) does for squares."""
+    from PIL import Image
+
+    arrays = [torch.frombuffer(bytearray(im.resize((size, size), Image.BICUBIC).tobytes()), dtype=torch.uint8)
+              for im in images]
+    x = torch.stack(arrays).view(len(images), size, size, 3).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def draw_pool(recipe: Recipe, n: int, stream: int):
+    """``(images [n,3,R,R], labels [n], attributes)``: ``n`` fresh drawings, classes in turn.
+
+    ``stream`` separates independent pools of one seed (0 = training pool, 1 = held-out check).
+    """
+    from datasets._shapes_draw import draw_shape_with_attributes
+
+    rng = random.Random(f"tiny-clip-pool/{recipe.seed}/{stream}")
+    images, labels, attrs = [], [], []
+    for i in range(n):
+        label = i % len(recipe.classes)
+        img, a = draw_shape_with_attributes(recipe.classes[label], rng, DRAW_SIZE)
+        images.append(img)
+        labels.append(label)
+        attrs.append(a)
+    return to_tensor(images, recipe.image_size), torch.tensor(labels), attrs
+
+
+# ---------------------------------------------------------------------------------- model
+def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed on the first ``max EOT index + 1`` positions only.
+
+    Exact: CLIP's text attention is causal, so positions after the last EOT never affect it.
+    """
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    x = model.token_embedding(tokens) + model.positional_embedding[:length]
+    x = x.permute(1, 0, 2)
+    mask = torch.full((length, length), float("-inf"), device=x.device).triu_(1)
+    for block in model.transformer.resblocks:
+        h = block.ln_1(x)
+        x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+        x = x + block.mlp(block.ln_2(x))
+    x = model.ln_final(x.permute(1, 0, 2))
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+
+
+def build_initial_model(recipe: Recipe) -> CLIP:
+    """CLIP's own initialisation of ``recipe.architecture()``, seeded, global RNGs untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = CLIP(**recipe.architecture())
+    return model.float()
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: CLIP, images, labels, classnames, template="a photo of a {}.") -> float:
+    """Top-1 accuracy (%) of zero-shot classification with one template, as ``ZeroshotCLIP`` does."""
+    model.eval()
+    text = F.normalize(encode_text(model, tokenize([template.format(c) for c in classnames])), dim=-1)
+    feats = torch.cat([model.encode_image(chunk) for chunk in images.split(256)])
+    pred = (F.normalize(feats, dim=-1) @ text.t()).argmax(dim=-1)
+    return 100.0 * (pred == labels).float().mean().item()
+
+
+def contrastive_loss(logits, texts) -> torch.Tensor:
+    """Symmetric InfoNCE over ``logits [N, N]`` (image i vs caption j); captions with identical text
+    are all positives of each other (soft targets spread evenly over them), so a batch repeating
+    "a photo of a star." does not push stars apart. Equals CLIP's loss when all texts differ."""
+    ids = {t: k for k, t in enumerate(dict.fromkeys(texts))}
+    key = torch.tensor([ids[t] for t in texts])
+    same = (key[:, None] == key[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def _lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(recipe.steps - recipe.warmup_steps, 1)
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * progress))
+
+
+def pretrain(recipe: Recipe, log_every: int = 100):
+    """Train a tiny CLIP by ``recipe``; returns ``(model in eval mode, metrics dict)``.
+
+    Metrics: ``loss_first`` / ``loss_last`` (mean over the first / last 10% of steps),
+    ``zero_shot_heldout`` (accuracy % on 50 fresh drawings per class, template "a photo of a {}."),
+    ``seconds``.
+    """
+    log = get_logger()
+    start = time.time()
+    pool, _, attrs = draw_pool(recipe, recipe.pool_size, stream=0)
+    log.info(f"Tiny CLIP pretraining: drew {len(attrs)} images of {len(recipe.classes)} classes "
+             f"({time.time() - start:.1f} s); {recipe.steps} steps of batch {recipe.batch_size}")
+    model = build_initial_model(recipe).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98),
+                            eps=1e-6, foreach=False)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    cap_rng = random.Random(f"tiny-clip-captions/{recipe.seed}")
+    token_cache = {}
+    order, pos, losses = torch.randperm(len(attrs), generator=gen), 0, []
+    for step in range(recipe.steps):
+        if pos + recipe.batch_size > len(order):
+            order, pos = torch.randperm(len(attrs), generator=gen), 0
+        idx = order[pos:pos + recipe.batch_size]
+        pos += recipe.batch_size
+        texts = [caption(attrs[i], cap_rng, recipe.shape_only) for i in idx.tolist()]
+        missing = [t for t in dict.fromkeys(texts) if t not in token_cache]
+        if missing:
+            token_cache.update(zip(missing, tokenize(missing)))
+        tokens = torch.stack([token_cache[t] for t in texts])
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, recipe)
+        img = F.normalize(model.encode_image(pool[idx]), dim=-1)
+        txt = F.normalize(encode_text(model, tokens), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = contrastive_loss(logits, texts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if log_every and ((step + 1) % log_every == 0 or step + 1 == recipe.steps):
+            log.info(f"  step {step + 1}/{recipe.steps}  loss {loss.item():.4f}  "
+                     f"logit scale {model.logit_scale.exp().item():.1f}  ({time.time() - start:.0f} s)")
+    model.eval()
+    check, check_labels, _ = draw_pool(recipe, 50 * len(recipe.classes), stream=1)
+    tenth = max(len(losses) // 10, 1)
+    metrics = dict(loss_first=sum(losses[:tenth]) / tenth, loss_last=sum(losses[-tenth:]) / tenth,
+                   zero_shot_heldout=zero_shot_accuracy(model, check, check_labels, recipe.classes),
+                   seconds=round(time.time() - start, 1))
+    return model, metrics
+
+
+def ensure_pretrained(recipe: Recipe = Recipe(), cache_dir: str = None, log_every: int = 100) -> str:
+    """Path of the cached weights of ``recipe``; trains and saves them (atomically) when absent."""
+    path = weights_path(recipe, cache_dir)
+    log = get_logger()
+    if os.path.isfile(path):
+        log.info(f"Tiny CLIP: using the cached pretrained weights {path}")
+        return path
+    log.info(f"Tiny CLIP: no cached weights at {path}; pretraining (recipe {recipe.digest()})")
+    model, metrics = pretrain(recipe, log_every=log_every)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_json(path[:-3] + ".json", {"recipe": dataclasses.asdict(recipe), "code_version": CODE_VERSION,
+                                           "metrics": metrics, "weights": os.path.basename(path)})
+    atomic_torch_save(state, path)
+    log.info(f"Tiny CLIP: saved {path} (held-out zero-shot accuracy {metrics['zero_shot_heldout']:.1f}%, "
+             f"{metrics['seconds']:.0f} s)")
+    return path
