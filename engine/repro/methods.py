@@ -37,7 +37,8 @@ class MethodSpec:
     ``config_dir``: folder under ``configs/trainers``. ``b2n_cfg``: base-to-novel config,
     ``b2n_cfg_per_dataset`` overrides it per dataset (CoOp ImageNet uses 50 epochs).
     ``xd_cfg``: cross-dataset / DG training config. ``zero_shot``: no training; every job is
-    ``--eval-only`` without a model dir.
+    ``--eval-only`` without a model dir. ``prec``: the ``TRAINER.<METHOD>.PREC`` arithmetic the
+    official scripts effectively trained and tested with (VPT's official model is cast to fp32).
     """
 
     key: str
@@ -48,6 +49,7 @@ class MethodSpec:
     b2n_cfg_per_dataset: dict = field(default_factory=dict)
     zero_shot: bool = False
     aliases: tuple = ()
+    prec: str = "fp16"
 
     def base2new_cfg(self, dataset: str) -> str:
         return self.b2n_cfg_per_dataset.get(dataset, self.b2n_cfg)
@@ -64,7 +66,8 @@ METHODS = {
                          "vit_b16_c4_ep10_batch1_ctxv1"),
     "ivlp": MethodSpec("ivlp", "IVLP", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx",
                        "vit_b16_c2_ep5_batch4_2+2ctx"),
-    "vpt": MethodSpec("vpt", "VPT", "VPT", "vit_b16_c2_ep5_batch4_4", "vit_b16_c2_ep5_batch4_4"),
+    "vpt": MethodSpec("vpt", "VPT", "VPT", "vit_b16_c2_ep5_batch4_4", "vit_b16_c2_ep5_batch4_4",
+                      prec="fp32"),
     "zsclip": MethodSpec("zsclip", "ZeroshotCLIP", "CoOp", "vit_b16", "vit_b16", zero_shot=True,
                          aliases=("CLIP", "ZeroShotCLIP", "zeroshot")),
 }
