@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Quick start (offline, CPU; target under 10 minutes on 2 cores, see docs/DEMO.md): install, generate the Shapes demo dataset,
-# pretrain a tiny CLIP on drawn shapes (once; cached), then base-to-novel on Shapes, seed 1, 16 shots:
+# pretrain a tiny CLIP on drawn shapes (once; cached), then base-to-novel on Shapes (seed 1 unless --seeds), 16 shots:
 # zero-shot CLIP, CoOp, MaPLe and CoMMA with their official configs, and the Base / Novel / HM table.
-# Shortened for the tiny CLIP (printed when it runs): INPUT.SIZE (32, 32) (the tiny CLIP's image size),
-# MaPLe/CoMMA PROMPT_DEPTH 4 (its 4 blocks, official 9), CoOp OPTIM.MAX_EPOCH 50 (official 200).
-# usage: bash scripts/quickstart.sh [--no-pretrain]
+# Changed for the tiny CLIP (printed when it runs): INPUT.SIZE (32, 32) (the tiny CLIP's image size),
+# MaPLe/CoMMA PROMPT_DEPTH 4 (its 4 blocks, official 9). Everything else as in the official configs.
+# usage: bash scripts/quickstart.sh [--no-pretrain] [--seeds "1 2 3"]
 #   --no-pretrain  random weights instead (the 3-block ViT-Tiny/16 test architecture, PROMPT_DEPTH 3):
 #                  checks the pipeline end to end; the accuracies are then meaningless.
+#   --seeds LIST   seeds of the four methods (default "1"); the table shows mean ± std over them.
 # Env: DATA (default ./data), OUTPUT_ROOT (default output/quickstart), CLIP_CACHE_DIR (where the tiny
 # CLIP is cached, default ~/.cache/clip), HARNESS_SKIP_INSTALL=1 (skip the install step).
 # Re-running skips finished work (data, pretraining and every finished run). See docs/DEMO.md.
@@ -14,12 +15,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 PRETRAIN=1
-for arg in "$@"; do
-    case "$arg" in
+SEEDS="1"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --no-pretrain) PRETRAIN=0 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "error: unknown argument $arg (expected --no-pretrain)" >&2; exit 2 ;;
+        --seeds)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+( [0-9]+)*$ ]] || { echo "error: --seeds expects a list like \"1 2 3\", got '${2:-}'" >&2; exit 2; }
+            SEEDS="$2"; shift ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown argument $1 (expected --no-pretrain or --seeds LIST)" >&2; exit 2 ;;
     esac
+    shift
 done
 
 T_ALL=$SECONDS
@@ -64,29 +70,31 @@ fi
 export OUTPUT_ROOT="${OUTPUT_ROOT:-output/quickstart}/$TAG"
 echo
 echo "Backbone overrides: ${BACKBONE[*]}"
-echo "Shortened from the official configs: MaPLe/CoMMA PROMPT_DEPTH $DEPTH (official 9; the tiny CLIP"
-echo "has $DEPTH blocks), CoOp OPTIM.MAX_EPOCH 50 (official 200). Everything else: official configs."
+echo "Changed from the official configs: MaPLe/CoMMA PROMPT_DEPTH $DEPTH (official 9; the tiny CLIP"
+echo "has $DEPTH blocks). Everything else (epochs, learning rates, augmentation): official configs."
 
-run_method() {  # run_method SCRIPT_DIR OPTS...: train on base (+ test base), then test novel
-    local dir="$1"
+run_method() {  # run_method SCRIPT_DIR OPTS...: per seed, train on base (+ test base), then test novel
+    local dir="$1" seed
     shift
-    bash "scripts/$dir/base2new_train.sh" shapes 1 "${BACKBONE[@]}" "$@"
-    bash "scripts/$dir/base2new_test.sh" shapes 1 "${BACKBONE[@]}" "$@"
+    for seed in $SEEDS; do
+        bash "scripts/$dir/base2new_train.sh" shapes "$seed" "${BACKBONE[@]}" "$@"
+        bash "scripts/$dir/base2new_test.sh" shapes "$seed" "${BACKBONE[@]}" "$@"
+    done
 }
 stage "zero-shot CLIP" run_method zsclip
-stage CoOp run_method coop OPTIM.MAX_EPOCH 50
+stage CoOp run_method coop
 stage MaPLe run_method maple TRAINER.MAPLE.PROMPT_DEPTH "$DEPTH"
 stage CoMMA run_method comma TRAINER.COMMA.PROMPT_DEPTH "$DEPTH"
 
 echo
-echo "Base-to-novel on Shapes (5 base + 5 novel classes), 16 shots, seed 1, backbone $TAG:"
-"$PYTHON" tools/collect_results.py "$OUTPUT_ROOT" --datasets shapes
+echo "Base-to-novel on Shapes (5 base + 5 novel classes), 16 shots, seeds $SEEDS, backbone $TAG:"
+"$PYTHON" tools/collect_results.py "$OUTPUT_ROOT" --datasets shapes --seeds $SEEDS
 echo
 echo "Time per stage:"
 printf '  %s\n' "${STAGES[@]}"
 printf '  %-22s %4d s\n' "total" "$((SECONDS - T_ALL))"
 echo
-echo "Outputs: $OUTPUT_ROOT/base2new/{train_base,test_new}/shapes/shots_16/<method>/<config>/seed1/log.txt"
+echo "Outputs: $OUTPUT_ROOT/base2new/{train_base,test_new}/shapes/shots_16/<method>/<config>/seed<N>/log.txt"
 if [[ "$PRETRAIN" == "1" ]]; then
     echo "Tiny CLIP weights: $WEIGHTS (recipe and metrics: ${WEIGHTS%.pt}.json)"
 fi

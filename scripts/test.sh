@@ -5,11 +5,14 @@
 # Test order: file order by default. HARNESS_TEST_SEED=random shuffles it (pytest-randomly) with a fresh
 # seed, printed first; HARNESS_TEST_SEED=N replays the order of seed N.
 # HARNESS_SKIP_INSTALL=1 skips the install step. pytest's "no tests collected" (exit 5) is a failure.
+# The behaviour tests pretrain the demo's tiny CLIP (a few minutes) once into HARNESS_TINY_CLIP_CACHE
+# (default output/tiny-clip-cache; content-addressed by recipe, so later runs reuse it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 
 bash scripts/install.sh
+export HARNESS_TINY_CLIP_CACHE="${HARNESS_TINY_CLIP_CACHE:-$PWD/output/tiny-clip-cache}"
 
 ORDER=(-p no:randomly)
 seed="${HARNESS_TEST_SEED:-}"

@@ -99,3 +99,39 @@ def test_recipe_architecture_heads_follow_clip(key):
     arch = Recipe().architecture()
     assert arch["transformer_heads"] == arch["transformer_width"] // 64
     assert arch["vision_layers" if key == "vision_layers" else "transformer_layers"] == getattr(Recipe(), key)
+
+
+def test_recoloured_silhouette_equals_the_drawing_in_those_colours():
+    """``render(mask, bg, fg)`` is the drawing resized as the test transform does (up to uint8 rounding
+    and bicubic overshoot at edges), so training images follow the Shapes dataset's distribution."""
+    from engine.backbone.tiny_pretrain import draw_pool, draw_silhouettes, render
+    recipe = Recipe(pool_size=20)
+    masks, labels, attrs = draw_silhouettes(recipe, 20, stream=3)
+    images, labels2, _ = draw_pool(recipe, 20, stream=3)  # same stream: the same drawings
+    assert torch.equal(labels, labels2) and masks.shape == (20, 1, 32, 32)
+    bg = torch.tensor([a.background for a in attrs], dtype=torch.float32)
+    fg = torch.tensor([a.foreground for a in attrs], dtype=torch.float32)
+    diff = (render(masks, bg, fg) - images).abs() * 0.27 * 255  # back to 0-255 units
+    assert diff.median() < 0.5 and (diff > 40).float().mean() < 0.01
+
+
+def test_colour_curriculum_goes_from_black_and_white_to_the_dataset_colours():
+    import math
+    from engine.backbone.tiny_pretrain import sample_colours
+    bg, fg = sample_colours(random.Random(0), 200, mix=0.0)
+    assert set(bg.unique().tolist()) == {0.0, 255.0} and torch.equal(fg, 255 - bg)
+    assert (bg[:, 0] == 0).any() and (bg[:, 0] == 255).any()  # both polarities
+    bg, fg = sample_colours(random.Random(0), 200, mix=1.0)
+    assert all(math.dist(b, f) >= 160 for b, f in zip(bg.tolist(), fg.tolist()))
+    assert len({tuple(b) for b in bg.tolist()}) == 200
+
+
+def test_pca_patch_init_whitens_the_patch_embedding():
+    from engine.backbone.tiny_pretrain import build_initial_model, pca_patch_init
+    model = build_initial_model(TINY)
+    images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    pca_patch_init(model, images)
+    with torch.no_grad():
+        tokens = model.visual.conv1(images).flatten(2).transpose(1, 2).reshape(-1, 64)
+    cov = torch.cov(tokens.t())
+    assert torch.allclose(cov, torch.eye(64), atol=0.05)

@@ -6,11 +6,23 @@ the symmetric InfoNCE loss of CLIP,
 
     L = (CE(s * I T^T, y) + CE(s * T I^T, y)) / 2,   s = exp(logit_scale) <= 100 (learned),
 
-on a pool of images of every Shapes class drawn by ``datasets._shapes_draw`` (fresh random draws,
-never the Shapes dataset's own images), each paired at every step with a caption drawn from several
-phrasings of its shape, colour, size and position ("a photo of a large red star.", "a blue circle in
-the top left.", ...), tokenized by CLIP's tokenizer. Images are drawn at 224 px and resized (bicubic)
-and normalised exactly as the harness's test transform does at ``INPUT.SIZE (R, R)``.
+on images of every Shapes class drawn by ``datasets._shapes_draw`` (fresh random draws, never the
+Shapes dataset's own images), each paired at every step with a caption drawn from several phrasings
+of its shape, colour, size and position ("a photo of a large red star.", "a blue circle in the top
+left.", ...), tokenized by CLIP's tokenizer.
+
+Images: a pool of drawn silhouettes (shape, size, position, rotation) is kept as soft masks ``m``
+(the exact 224 px foreground mask resized bicubically to ``R``, as the harness's test transform
+resizes images); at every step each silhouette is coloured afresh, ``x = bg + (fg - bg) * m``, which
+equals resizing the drawing in those colours (resizing is linear), then normalised with CLIP's
+mean/std. Colour is what makes a small ViT slow to learn shapes (it must learn that any foreground
+/background pair means the same silhouette), so two measured aids are part of the recipe:
+
+* colour curriculum: over the first ``colour_curriculum`` steps the colours move linearly from a
+  black/white pair of random polarity to the Shapes dataset's colour distribution (random RGB pairs
+  at least 160 apart), which is used alone afterwards;
+* the patch embedding (``visual.conv1``) starts as the whitened principal components of image
+  patches (``pca_init``), the rest as CLIP initialises it.
 
 Everything is seeded (pool, captions, batches, initialisation): the same recipe on the same machine
 and thread count gives the same weights. ``ensure_pretrained`` trains once and caches the state dict
@@ -38,7 +50,7 @@ from .tokenizer import tokenize
 from .weights import clip_cache_dir
 
 #: bump when the training code changes what a recipe produces (part of the cache digest)
-CODE_VERSION = 1
+CODE_VERSION = 2
 FILE_PREFIX = "tiny-clip-shapes-"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -81,13 +93,15 @@ class Recipe:
     embed_dim: int = 64
     classes: tuple = ("circle", "square", "triangle", "star", "hexagon",
                       "pentagon", "heart", "cross", "diamond", "crescent")
-    pool_size: int = 4000
-    steps: int = 1500
+    pool_size: int = 16000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
-    shape_only: float = 0.4
+    shape_only: float = 0.5
+    colour_curriculum: int = 1500
+    pca_init: bool = True
     seed: int = 1
 
     def architecture(self) -> dict:
@@ -174,6 +188,71 @@ def draw_pool(recipe: Recipe, n: int, stream: int):
     return to_tensor(images, recipe.image_size), torch.tensor(labels), attrs
 
 
+def draw_silhouettes(recipe: Recipe, n: int, stream: int):
+    """``(masks [n,1,R,R] in [0, 1], labels [n], attributes)``: ``n`` fresh drawings (classes in turn)
+    kept as soft foreground masks: the exact 224 px mask (pixels that differ from the background
+    colour; the drawing is not anti-aliased) resized bicubically to ``R``."""
+    from PIL import Image, ImageChops
+
+    from datasets._shapes_draw import draw_shape_with_attributes
+
+    rng = random.Random(f"tiny-clip-pool/{recipe.seed}/{stream}")
+    masks, labels, attrs = bytearray(), [], []
+    size = recipe.image_size
+    for i in range(n):
+        label = i % len(recipe.classes)
+        img, a = draw_shape_with_attributes(recipe.classes[label], rng, DRAW_SIZE)
+        # fg and bg differ by >= 160 (Euclidean), so some channel by >= 92 and the luma of |img - bg| by >= 10
+        diff = ImageChops.difference(img, Image.new("RGB", img.size, a.background)).convert("L")
+        mask = diff.point(lambda v: 255 if v else 0)
+        masks += mask.resize((size, size), Image.BICUBIC).tobytes()
+        labels.append(label)
+        attrs.append(a)
+    masks = torch.frombuffer(masks, dtype=torch.uint8).view(n, 1, size, size) if n else torch.zeros(0, 1, size, size)
+    return masks.float().div_(255), torch.tensor(labels), attrs
+
+
+def sample_colours(rng: random.Random, n: int, mix: float = 1.0):
+    """``(background, foreground)`` as ``[n, 3]`` RGB float tensors: the Shapes dataset's distribution
+    (random pairs at least 160 apart) blended with weight ``1 - mix`` towards a black/white pair of
+    random polarity (``mix = 1``: the dataset's colours; ``mix = 0``: black and white)."""
+    from datasets._shapes_draw import _distinct_colours
+
+    pairs = [_distinct_colours(rng) for _ in range(n)]
+    polarity = [rng.random() < 0.5 for _ in range(n)]
+    bg = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
+    fg = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
+    if mix < 1.0:
+        white = torch.tensor(polarity, dtype=torch.float32)[:, None].expand(n, 3) * 255
+        bg = mix * bg + (1 - mix) * white
+        fg = mix * fg + (1 - mix) * (255 - white)
+    return bg, fg
+
+
+def render(masks: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """Normalised images ``[n,3,R,R]`` of soft ``masks`` coloured ``bg + (fg - bg) * m`` (RGB 0-255)."""
+    x = (bg[:, :, None, None] + (fg - bg)[:, :, None, None] * masks) / 255
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def pca_patch_init(model: CLIP, images: torch.Tensor) -> None:
+    """Set ``visual.conv1`` (patch embedding, ``[W, 3, p, p]``) to the top-``W`` principal components
+    of the ``p x p`` patches of ``images``, each scaled by ``1 / sqrt(eigenvalue + 1e-4)`` (whitened);
+    rows beyond the patch dimension keep CLIP's initialisation."""
+    weight = model.visual.conv1.weight
+    width, _, p, _ = weight.shape
+    patches = images.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * p * p)
+    patches = patches - patches.mean(dim=0)
+    evals, evecs = torch.linalg.eigh(patches.t() @ patches / len(patches))
+    k = min(width, evecs.shape[1])
+    top = evecs.flip(1)[:, :k].t() / (evals.flip(0)[:k].clamp_min(0) + 1e-4).sqrt()[:, None]
+    flat = weight.view(width, -1)
+    flat[:k] = top
+
+
 # ---------------------------------------------------------------------------------- model
 def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text(tokens)`` computed on the first ``max EOT index + 1`` positions only.
@@ -230,19 +309,25 @@ def _lr_at(step: int, recipe: Recipe) -> float:
     return 0.5 * recipe.lr * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(recipe: Recipe, log_every: int = 100):
+def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0):
     """Train a tiny CLIP by ``recipe``; returns ``(model in eval mode, metrics dict)``.
 
     Metrics: ``loss_first`` / ``loss_last`` (mean over the first / last 10% of steps),
-    ``zero_shot_heldout`` (accuracy % on 50 fresh drawings per class, template "a photo of a {}."),
-    ``seconds``.
+    ``zero_shot_heldout`` (accuracy % on 50 fresh drawings per class in the Shapes dataset's colours,
+    template "a photo of a {}."), ``seconds``. ``check_every > 0`` also logs that accuracy every so many
+    steps (training is unchanged by it: the check draws from its own stream and leaves the RNGs alone).
     """
     log = get_logger()
     start = time.time()
-    pool, _, attrs = draw_pool(recipe, recipe.pool_size, stream=0)
-    log.info(f"Tiny CLIP pretraining: drew {len(attrs)} images of {len(recipe.classes)} classes "
+    masks, _, attrs = draw_silhouettes(recipe, recipe.pool_size, stream=0)
+    log.info(f"Tiny CLIP pretraining: drew {len(attrs)} silhouettes of {len(recipe.classes)} classes "
              f"({time.time() - start:.1f} s); {recipe.steps} steps of batch {recipe.batch_size}")
+    colour_rng = random.Random(f"tiny-clip-colours/{recipe.seed}")
+    check, check_labels, _ = draw_pool(recipe, 50 * len(recipe.classes), stream=1)
     model = build_initial_model(recipe).train()
+    if recipe.pca_init:
+        sample = masks[:2000]
+        pca_patch_init(model, render(sample, *sample_colours(colour_rng, len(sample))))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
@@ -257,14 +342,18 @@ def pretrain(recipe: Recipe, log_every: int = 100):
             order, pos = torch.randperm(len(attrs), generator=gen), 0
         idx = order[pos:pos + recipe.batch_size]
         pos += recipe.batch_size
-        texts = [caption(attrs[i], cap_rng, recipe.shape_only) for i in idx.tolist()]
+        mix = min(1.0, step / recipe.colour_curriculum) if recipe.colour_curriculum > 0 else 1.0
+        bg, fg = sample_colours(colour_rng, len(idx), mix)
+        images = render(masks[idx], bg, fg)
+        texts = [caption(attrs[i]._replace(foreground=tuple(fg[k].tolist()), background=tuple(bg[k].tolist())),
+                         cap_rng, recipe.shape_only) for k, i in enumerate(idx.tolist())]
         missing = [t for t in dict.fromkeys(texts) if t not in token_cache]
         if missing:
             token_cache.update(zip(missing, tokenize(missing)))
         tokens = torch.stack([token_cache[t] for t in texts])
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, recipe)
-        img = F.normalize(model.encode_image(pool[idx]), dim=-1)
+        img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(encode_text(model, tokens), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.t()
         loss = contrastive_loss(logits, texts)
@@ -277,8 +366,11 @@ def pretrain(recipe: Recipe, log_every: int = 100):
         if log_every and ((step + 1) % log_every == 0 or step + 1 == recipe.steps):
             log.info(f"  step {step + 1}/{recipe.steps}  loss {loss.item():.4f}  "
                      f"logit scale {model.logit_scale.exp().item():.1f}  ({time.time() - start:.0f} s)")
+        if check_every and (step + 1) % check_every == 0:
+            accuracy = zero_shot_accuracy(model, check, check_labels, recipe.classes)
+            model.train()
+            log.info(f"  step {step + 1}: held-out zero-shot accuracy {accuracy:.1f}%")
     model.eval()
-    check, check_labels, _ = draw_pool(recipe, 50 * len(recipe.classes), stream=1)
     tenth = max(len(losses) // 10, 1)
     metrics = dict(loss_first=sum(losses[:tenth]) / tenth, loss_last=sum(losses[-tenth:]) / tenth,
                    zero_shot_heldout=zero_shot_accuracy(model, check, check_labels, recipe.classes),
