@@ -9,7 +9,7 @@ training`` (both accepted: Dassl and the MaPLe/COMMA forks differ); after it eve
 ``file: <path>. accuracy: 93.40%. ``, then ``===``, ``Summary of directory: DIR``,
 ``* accuracy: AVG% +- STD%`` (``numpy.std``, population; ``--ci95``: 1.96·std/√n) and ``===``.
 ``--multi-exp`` treats each sub-folder of DIR as one experiment directory and ends with
-``Average performance``. Differences from the original (ecosystem-compat.md §3.4, §7): stray files
+``Average performance``. Differences from CoOp's original script: stray files
 are ignored instead of failing an assert, and nothing is written into the results tree.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``CSV``: a custom dataset from one CSV file (issue 3 item 5).
+"""``CSV``: a custom dataset from one CSV file.
 
 ``DATASET.CSV_FILE`` (absolute, or relative to ``DATASET.ROOT`` when ROOT is set, else to the working
 directory) has rows ``path,label,classname[,split]``; an optional header row is recognised by a

@@ -1,4 +1,4 @@
-"""``ImageFolder``: a custom dataset without writing a class (issue 3 item 5).
+"""``ImageFolder``: a custom dataset without writing a class.
 
 ``DATASET.ROOT`` IS the dataset folder: ``<ROOT>/<class>/*.{jpg,jpeg,png,bmp,gif,tif,tiff,webp}``.
 Labels = index of the sorted class-folder names; class name = folder name (trainers turn ``_`` into

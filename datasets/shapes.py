@@ -1,4 +1,4 @@
-"""``Shapes`` demo dataset (issue 2 item 8): 10 classes of drawn shapes, generated on first use.
+"""``Shapes`` demo dataset: 10 classes of drawn shapes, generated on first use.
 
 Layout (CoOp style) under ``<DATASET.ROOT>/shapes``: ``images/<class>/<class>_<iii>.png`` (224x224 RGB)
 and ``split_zhou_Shapes.json``. Per class 24 train + 8 val + 16 test = 48 images (480 in all), enough

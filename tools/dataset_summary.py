@@ -1,4 +1,4 @@
-"""Inspect a dataset exactly as ``train.py`` builds it, without loading any model (issue 3 item 6).
+"""Inspect a dataset exactly as ``train.py`` builds it, without loading any model.
 
     python tools/dataset_summary.py --root DATA --dataset-config-file configs/datasets/oxford_pets.yaml \
         --seed 1 [--config-file METHOD.yaml] [--list] [KEY VALUE ...]
