@@ -3,8 +3,11 @@
 Flags as in CoOp/MaPLe/COMMA ``train.py``. Flow: config (defaults -> ``trainers.config.extend_cfg`` ->
 dataset YAML -> method YAML -> flags -> opts) -> logger (``OUTPUT_DIR/log.txt``, appended) -> seed
 (``SEED >= 0``, 0 included) -> banner -> trainer -> ``--eval-only`` test or training.
-A bad config, an unknown trainer/dataset name or a missing file prints one ``error: ...`` line to
-stderr and exits with status 2.
+A bad config, an unknown trainer/dataset name, a missing file, a damaged checkpoint, a full disk or
+a non-finite loss prints one ``error: ...`` line to stderr (and to ``log.txt`` once it exists) and
+exits with status 2. SIGINT/SIGTERM stop training at the end of the current batch with its state
+saved (``engine.utils.signals``), print one line saying how to resume and exit with 130/143.
+``HARNESS_TRACEBACK=1`` shows the traceback instead.
 """
 import argparse
 import importlib
@@ -61,6 +64,9 @@ def build_parser():
                         help="with --model-dir: load model.pth.tar-N (default: model-best.pth.tar, else the latest)")
     parser.add_argument("--no-train", action="store_true",
                         help="build the config, data and model, then stop before training")
+    parser.add_argument("--wandb", type=str, default="", metavar="PROJECT",
+                        help="also log to Weights & Biases, project PROJECT (TRAIN.WANDB_PROJECT); offline "
+                             "unless WANDB_MODE is set. TensorBoard events go to OUTPUT_DIR/tensorboard")
     parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER,
         help="config overrides as KEY VALUE pairs, e.g. OPTIM.MAX_EPOCH 2 DATASET.NUM_SHOTS 4"
@@ -135,7 +141,11 @@ def _user_errors():
     # depth larger than the backbone, a PREC name); set HARNESS_TRACEBACK=1 to see the traceback.
     from engine.utils.io import WriteError  # a full disk or a permission error while writing a file
 
-    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError, WriteError]
+    # FloatingPointError: a non-finite training loss (epoch, batch, loss terms, what to try).
+    from engine.repro.locks import LockHeld  # another live run writes the same OUTPUT_DIR
+
+    errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError, WriteError,
+              FloatingPointError, LockHeld]
     try:
         from engine.data import DatasetError
 
@@ -157,11 +167,31 @@ def run(args):
 
     cfg = setup_cfg(args, extend=extend_cfg)
     _check_names(cfg)
+    from engine.utils.tracking import check_tracking
+
+    check_tracking(cfg)  # --wandb without the wandb package: one line before anything runs
     with distributed_session(cfg.USE_CUDA):
         return _run_with_cfg(args, cfg)
 
 
+RUN_LOCK = ".run.lock"
+
+
 def _run_with_cfg(args, cfg):
+    """Hold ``OUTPUT_DIR/.run.lock`` (``engine.repro.locks``, rank 0) for the whole run: a second run
+    into the same folder stops with one line while this one lives, on this host or another."""
+    from engine.distributed import is_main_process
+    from engine.repro.locks import Lock
+
+    if not cfg.OUTPUT_DIR or not is_main_process():
+        return _run_locked(args, cfg)
+    lock = Lock(os.path.join(cfg.OUTPUT_DIR, RUN_LOCK), what=f"the output folder {cfg.OUTPUT_DIR}",
+                hint="two runs must not write one folder: wait for that run, stop it, or choose another --output-dir")
+    with lock:
+        return _run_locked(args, cfg)
+
+
+def _run_locked(args, cfg):
     import torch
 
     from engine.trainer import build_trainer
@@ -191,16 +221,50 @@ def _run_with_cfg(args, cfg):
     return 0
 
 
+def _interrupted_line(err, args):
+    """One line for a run stopped by SIGINT/SIGTERM: where, and how to go on."""
+    from engine.utils.signals import signal_name
+
+    name = signal_name(err.signum)
+    if err.saved:
+        return (f"error: interrupted by {name} at {err.where}; its state is saved in {err.saved}: re-run the same "
+                f"command to continue exactly where it stopped (or add --resume {err.saved})")
+    if args.eval_only:
+        return f"error: interrupted by {name} during the evaluation; re-run the same command"
+    out = args.output_dir or "the output folder"
+    where = f" at {err.where}" if err.where else ""
+    return (f"error: interrupted by {name}{where}; re-run the same command to continue from the last complete "
+            f"checkpoint in {out} (if any)")
+
+
+def _report(line, status):
+    """Print ``line`` to stderr, append it to log.txt (when the logger has one); return ``status``."""
+    from engine.utils.logger import write_to_log_file
+
+    print(line, file=sys.stderr, flush=True)
+    write_to_log_file(line)
+    return status
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import_registrations()
+    from engine.utils import signals
+
+    signals.install()
     try:
+        signals.die_with_parent()  # under the sweep: SIGTERM when the sweep dies
         return run(args)
+    except signals.Interrupted as e:
+        if os.environ.get("HARNESS_TRACEBACK") == "1":
+            raise
+        return _report(_interrupted_line(e, args), signals.exit_code(e.signum))
     except _user_errors() as e:
         if os.environ.get("HARNESS_TRACEBACK") == "1":
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report(f"error: {e}", EXIT_USAGE)
+    finally:
+        signals.uninstall()
 
 
 if __name__ == "__main__":

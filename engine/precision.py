@@ -1,5 +1,8 @@
 """Numeric precision of a trainer (``TRAINER.<NODE>.PREC``): fp32, fp16, bf16 or amp.
 
+Torch is imported inside the functions, so the torch-free config checks share ``PREC_NAMES`` and
+:func:`check_prec`.
+
 ``resolve_precision(prec, device) -> Precision(name, param_dtype, autocast_dtype, use_scaler)``:
 
 | PREC | CUDA | CPU |
@@ -14,34 +17,47 @@ official code creates in CLIP's dtype (``TRAINER.<NODE>.UPSTREAM_NUMERICS``): fp
 on and the backbone is fp16 (the official pure-fp16 SGD, no master copy), fp32 otherwise.
 """
 import contextlib
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
-import torch
+__all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "learned_dtype", "PREC_NAMES",
+           "check_prec"]
 
-from engine.utils.logger import get_logger
-
-__all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "learned_dtype", "PREC_NAMES"]
-
+#: every accepted ``PREC`` value; the only list of precision names (config checks, trainers, tools)
 PREC_NAMES = ("fp32", "fp16", "bf16", "amp")
+
+
+def check_prec(value, key="PREC"):
+    """Return ``value`` if it is a precision name, else raise a one-line ``ValueError`` naming ``key``.
+
+    Torch-free (used by the config validation as well as by the trainers).
+    """
+    if value not in PREC_NAMES:
+        raise ValueError(f"bad value for {key}: {value!r}; expected one of {', '.join(PREC_NAMES)}")
+    return value
 
 
 class Precision(NamedTuple):
     """Resolved precision: ``name`` (effective), ``param_dtype``, ``autocast_dtype`` (or None), ``use_scaler``."""
 
     name: str
-    param_dtype: torch.dtype
-    autocast_dtype: Optional[torch.dtype]
+    param_dtype: Any  # torch.dtype
+    autocast_dtype: Optional[Any]
     use_scaler: bool
 
 
 def _device_type(device):
+    import torch
+
     return torch.device(device).type
 
 
 def resolve_precision(prec, device):
     """Map a ``PREC`` string and a device to a :class:`Precision` (see the module table)."""
-    if prec not in PREC_NAMES:
-        raise ValueError(f"PREC must be one of {', '.join(PREC_NAMES)}; got {prec!r}")
+    import torch
+
+    from engine.utils.logger import get_logger
+
+    check_prec(prec)
     dev = _device_type(device)
     if prec == "fp32":
         return Precision("fp32", torch.float32, None, False)
@@ -61,6 +77,8 @@ def autocast_context(precision, device):
     """``torch.autocast`` for amp, a no-op context otherwise."""
     if precision.autocast_dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device_type=_device_type(device), dtype=precision.autocast_dtype)
 
 
@@ -68,9 +86,13 @@ def make_grad_scaler(precision, device):
     """A ``torch.amp.GradScaler`` when the precision needs one (amp on CUDA), else None."""
     if not precision.use_scaler:
         return None
+    import torch
+
     return torch.amp.GradScaler(_device_type(device))
 
 
 def learned_dtype(backbone_dtype, upstream_numerics):
     """fp16 if ``upstream_numerics`` and the backbone is fp16 (the official code's fp16 parameters), else fp32."""
+    import torch
+
     return torch.float16 if upstream_numerics and backbone_dtype == torch.float16 else torch.float32

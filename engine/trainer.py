@@ -25,10 +25,14 @@ import torch
 from tqdm import tqdm
 
 from engine.checkpoint import BEST_FILE, CheckpointError, latest_checkpoint_path, load_checkpoint, save_checkpoint
-from engine.distributed import average_gradients, average_summary, barrier, broadcast_parameters, is_main_process
+from engine.distributed import (average_gradients, average_summary, barrier, broadcast_parameters, is_distributed,
+                                 is_main_process)
 from engine.evaluator import build_evaluator
 from engine.precision import autocast_context, make_grad_scaler, resolve_precision
 from engine.registry import Registry
+from engine.repro.run_metrics import write_run_metrics
+from engine.resume_point import load_resume_point, remove_resume_point, save_resume_point
+from engine.utils import signals
 from engine.utils.device import select_device
 from engine.utils.io import atomic_save_npz, atomic_write_bytes
 from engine.utils.logger import get_logger
@@ -167,26 +171,55 @@ class TrainerBase:
             return
         rng_state = capture_rng_state()
         for name in self.get_model_names():
-            optim = self._optims[name]
-            sched = self._scheds[name]
-            state = {
-                "state_dict": self.state_dict_for_checkpoint(name),
-                "epoch": epoch + 1,
-                "optimizer": optim.state_dict() if optim is not None else None,
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "val_result": None if val_result is None else float(val_result),
-                "rng_state": rng_state,
-            }
-            if self.scaler is not None:
-                state["scaler"] = self.scaler.state_dict()
+            state = self.checkpoint_state(name, epoch + 1, rng_state, val_result)
             save_checkpoint(state, os.path.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def checkpoint_state(self, name, epoch, rng_state, val_result=None):
+        """The checkpoint dict of model ``name`` (``epoch`` = completed epochs)."""
+        optim, sched = self._optims[name], self._scheds[name]
+        state = {
+            "state_dict": self.state_dict_for_checkpoint(name),
+            "epoch": epoch,
+            "optimizer": optim.state_dict() if optim is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": None if val_result is None else float(val_result),
+            "rng_state": rng_state,
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def resume_model_if_exist(self, directory):
         """Restore every model/optimizer/scheduler (and the RNG state) from ``directory``; return the start epoch.
 
-        Every registered model needs a ``directory/<name>/checkpoint`` pointer; otherwise logs
-        "No checkpoint found, train from scratch" and returns 0.
+        The newest of the epoch checkpoints and the resume point of a run stopped by a signal
+        (``engine.resume_point``; then ``self._resume_batch`` batches of the start epoch are skipped).
         """
+        start_epoch = self._resume_epoch_checkpoints(directory)
+        point = load_resume_point(directory, self.get_model_names(), start_epoch)
+        if point is None:
+            return start_epoch
+        for name, ckpt in point.items():
+            self._load_training_state(name, ckpt, os.path.join(directory, name))
+        ckpt = next(iter(point.values()))
+        restore_rng_state(ckpt["rng_state"])
+        self._resume_batch, self._resume_epoch_rng = int(ckpt["batch"]), ckpt.get("epoch_rng_state")
+        logger.info(f"Resuming from the state saved when the run was stopped: epoch {int(ckpt['epoch']) + 1}, "
+                    f"after batch {self._resume_batch}")
+        return int(ckpt["epoch"])
+
+    def _load_training_state(self, name, ckpt, source):
+        self.load_state_dict_from_checkpoint(name, ckpt["state_dict"], source=source)
+        if self._optims[name] is not None and ckpt.get("optimizer"):
+            self._optims[name].load_state_dict(ckpt["optimizer"])
+        if self._scheds[name] is not None and ckpt.get("scheduler"):
+            self._scheds[name].load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def _resume_epoch_checkpoints(self, directory):
+        """Every registered model needs a ``directory/<name>/checkpoint`` pointer; otherwise logs
+        "No checkpoint found, train from scratch" and returns 0."""
         names = self.get_model_names()
         paths = {}
         for name in names:
@@ -208,13 +241,7 @@ class TrainerBase:
         for name in names:
             logger.info(f'Loading checkpoint from "{paths[name]}"')
             ckpt = checkpoints[name]
-            self.load_state_dict_from_checkpoint(name, ckpt["state_dict"], source=paths[name])
-            if self._optims[name] is not None and ckpt.get("optimizer"):
-                self._optims[name].load_state_dict(ckpt["optimizer"])
-            if self._scheds[name] is not None and ckpt.get("scheduler"):
-                self._scheds[name].load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None and ckpt.get("scaler"):
-                self.scaler.load_state_dict(ckpt["scaler"])
+            self._load_training_state(name, ckpt, paths[name])
             start_epoch = int(ckpt["epoch"])
             rng_state = rng_state or ckpt.get("rng_state")
             logger.info(f"Previous epoch: {start_epoch}")
@@ -226,6 +253,9 @@ class TrainerBase:
         """Load weights for evaluation: ``model.pth.tar-<epoch>``, else ``model-best.pth.tar``, else the latest."""
         if not directory:
             logger.info("Note that load_model() is skipped as no pretrained model is given")
+            return
+        if not self.get_model_names():
+            logger.info(f"{type(self).__name__} has no learned weights: --model-dir {directory} is ignored")
             return
         if not os.path.isdir(directory):
             raise FileNotFoundError(f'Model directory not found: "{directory}"')
@@ -245,6 +275,7 @@ class TrainerBase:
             extra = f", val_result = {val:.1f}" if isinstance(val, (int, float)) else ""
             logger.info(f'Loading weights to {name} from "{model_path}" (epoch = {ckpt.get("epoch")}{extra})')
             self.load_state_dict_from_checkpoint(name, state_dict, source=model_path)
+            self.loaded_epoch = ckpt.get("epoch")  # reported in metrics.json
 
     def read_checkpoint(self, path):
         """Hook: read the checkpoint file ``path`` for ``load_model`` (default: our plain format)."""
@@ -292,37 +323,80 @@ class TrainerBase:
         return 0.0
 
     def detect_anomaly(self, loss):
-        """Raise ``FloatingPointError`` naming the epoch and batch if ``loss`` is not finite."""
+        """Raise ``FloatingPointError`` (one line: epoch, batch, the loss terms, what to try) if ``loss``
+        is not finite. The terms are ``self.loss_terms`` (a trainer's loss summary) when set."""
         if not torch.isfinite(loss).all():
-            epoch = getattr(self, "epoch", 0) + 1
-            batch = getattr(self, "batch_idx", 0) + 1
-            value = loss.detach().float().cpu().tolist()
-            raise FloatingPointError(f"Loss is infinite or NaN ({value}) at epoch {epoch}, batch {batch}")
+            from engine.nonfinite import nonfinite_loss_message
+
+            raise FloatingPointError(nonfinite_loss_message(self, loss))
 
     def init_writer(self, log_dir):
-        """TensorBoard is optional and off: kept as a hook for Dassl compatibility."""
+        """Open the run's tracker (``engine.utils.tracking``): TensorBoard events in ``log_dir``, W&B
+        when ``TRAIN.WANDB_PROJECT`` is set; rank 0 only."""
+        from engine.utils.tracking import open_tracker
+
+        self._writer = open_tracker(getattr(self, "cfg", None), log_dir)
 
     def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
         self._writer = None
 
     def write_scalar(self, tag, scalar_value, global_step=None):
-        """No-op unless a subclass sets up a writer (Dassl: TensorBoard)."""
+        """Dassl's TensorBoard scalar; the tracker opens on first use in ``OUTPUT_DIR/tensorboard``."""
+        if self._writer is None and getattr(self, "output_dir", ""):
+            self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         if self._writer is not None:
             self._writer.add_scalar(tag, scalar_value, global_step)
 
     # ------------------------------------------------------------------ loop
     def train(self, start_epoch=None, max_epoch=None):
-        """Generic loop: ``before_train``, per epoch ``before_epoch/run_epoch/after_epoch``, ``after_train``."""
+        """Generic loop: ``before_train``, per epoch ``before_epoch/run_epoch/after_epoch``, ``after_train``.
+
+        A trainer that registered no model (nothing is learned, e.g. zero-shot CLIP) has nothing to
+        train: the request is logged and answered with ``test()``.
+        """
+        if not self.get_model_names():
+            logger.info(f"{type(self).__name__} has nothing to train; evaluating the model as built instead")
+            return self.test()
         if start_epoch is not None:
             self.start_epoch = start_epoch
         if max_epoch is not None:
             self.max_epoch = max_epoch
         self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
+        with signals.deferred():  # SIGINT/SIGTERM: stop at the end of a batch or epoch, state saved
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.before_epoch()
+                self.run_epoch()
+                self.after_epoch()
+                self.stop_if_requested(self.epoch + 1, 0)
+        if is_main_process() and self.output_dir:
+            remove_resume_point(self.output_dir, self.get_model_names())
         self.after_train()
+
+    def stop_if_requested(self, epochs_done, batches_done):
+        """On a pending SIGINT/SIGTERM (``engine.utils.signals``): save the resume point (``epochs_done``
+        complete epochs, ``batches_done`` batches of the next) and raise ``signals.Interrupted``. After
+        the last epoch its checkpoint is the resume point. Distributed runs stop at once."""
+        signum = signals.stop_requested()
+        if signum is None:
+            return
+        where = f"epoch {epochs_done + 1}/{self.max_epoch}, batch {batches_done}/{self.num_batches}"
+        if epochs_done >= self.max_epoch:
+            where = f"the end of the last epoch ({self.max_epoch})"
+        elif batches_done == 0:
+            where = f"the end of epoch {epochs_done}/{self.max_epoch}"
+        if is_distributed() or not self.output_dir:
+            raise signals.Interrupted(signum, where)
+        if epochs_done < self.max_epoch:
+            rng_state = capture_rng_state()
+            states = {}
+            for name in self.get_model_names():
+                states[name] = self.checkpoint_state(name, epochs_done, rng_state)
+                states[name].update(batch=batches_done, epoch_rng_state=getattr(self, "_epoch_rng_state", None)
+                                    if batches_done else None)
+            save_resume_point(self.output_dir, states)
+        raise signals.Interrupted(signum, where, saved=self.output_dir)
 
     def before_train(self):
         pass
@@ -544,6 +618,7 @@ class SimpleTrainer(TrainerBase):
         logger.info(f"Evaluate on the *{split}* set")
         save_preds = self.cfg.TEST.SAVE_PREDICTIONS and split == "test"
         impaths, labels, logits = [], [], []
+        eval_start = time.time()
         self.before_evaluation()
         try:
             for batch in _progress(data_loader, f"test ({split})"):
@@ -562,6 +637,8 @@ class SimpleTrainer(TrainerBase):
             self.write_scalar(f"{split}/{k}", v, self.epoch)
         if save_preds:
             self._save_predictions(impaths, labels, logits)
+        if split == "test":
+            write_run_metrics(self, results, time.time() - eval_start)  # OUTPUT_DIR/metrics.json
         return list(results.values())[0]
 
     def _save_predictions(self, impaths, labels, logits):
@@ -597,8 +674,9 @@ class TrainerX(SimpleTrainer):
         self.num_batches = len(self.train_loader_x)
         print_freq = max(1, self.cfg.TRAIN.PRINT_FREQ)
         end = time.time()
-        bar = _progress(self.train_loader_x, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
-        for self.batch_idx, batch in enumerate(bar):
+        batches, skip = self._epoch_batches()
+        bar = _progress(batches, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
+        for self.batch_idx, batch in enumerate(bar, start=skip):
             data_time.update(time.time() - end)
             loss_summary = average_summary(self.forward_backward(batch), self.local_batch_size(batch))
             if self.batch_idx + 1 == self.num_batches and not self._lr_stepped_this_epoch():
@@ -622,13 +700,34 @@ class TrainerX(SimpleTrainer):
                     f"eta {eta}",
                 ]
                 logger.info(" ".join(info))
-            n_iter = self.epoch * self.num_batches + self.batch_idx
-            for name, meter in losses.meters.items():
-                self.write_scalar("train/" + name, meter.avg, n_iter)
-            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                n_iter = self.epoch * self.num_batches + self.batch_idx  # scalars with the log line only
+                for name, meter in losses.meters.items():
+                    self.write_scalar("train/" + name, meter.avg, n_iter)
+                self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+            if self.batch_idx + 1 < self.num_batches:
+                self.stop_if_requested(self.epoch, self.batch_idx + 1)
         if not self._lr_stepped_this_epoch():
             self.update_lr()
+
+    def _epoch_batches(self):
+        """``(iterator over this epoch's training batches, batches skipped)``. After a resume point
+        (``engine.resume_point``) the loader is replayed from the epoch's starting RNG state and the
+        batches already trained on are skipped; then the RNG state of the stop is restored."""
+        skip, epoch_rng = getattr(self, "_resume_batch", 0), getattr(self, "_resume_epoch_rng", None)
+        self._resume_batch, self._resume_epoch_rng = 0, None
+        if not skip or epoch_rng is None:
+            self._epoch_rng_state = capture_rng_state()
+            return iter(self.train_loader_x), 0
+        stop_rng = capture_rng_state()
+        restore_rng_state(epoch_rng)
+        self._epoch_rng_state = epoch_rng
+        batches = iter(self.train_loader_x)
+        for _ in range(skip):
+            next(batches)
+        restore_rng_state(stop_rng)
+        logger.info(f"Skipped the {skip} batch(es) of epoch {self.epoch + 1} trained before the stop")
+        return batches, skip
 
     @staticmethod
     def local_batch_size(batch):

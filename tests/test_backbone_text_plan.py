@@ -18,6 +18,7 @@ from engine.backbone.prompted_text import default_text_plan
 from engine.backbone.text_plan import TextPlan
 from engine.config import ConfigError, get_cfg_default, merge_from_file
 from engine.config.setup import validate_cfg
+from engine.repro.methods import METHODS as DECLARED
 from engine.repro.methods import get_method
 from engine.trainer import TRAINER_REGISTRY
 from trainers.config import extend_cfg
@@ -25,8 +26,8 @@ from trainers.config import extend_cfg
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # prompt lengths differ a lot on purpose: the longest sets the truncated length
 CLASSNAMES = ["cat", "great white shark", "African bush elephant with a long trunk", "sea_lion", "ox"]
-METHODS = ["ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "CoMMA", "IVLP", "VPT"]
-TRAINED = [m for m in METHODS if m != "ZeroshotCLIP"]
+METHODS = [spec.trainer for spec in DECLARED.values()]  # every declared method
+TRAINED = [spec.trainer for spec in DECLARED.values() if not spec.zero_shot]
 DEPTH_KEYS = ("PROMPT_DEPTH", "PROMPT_DEPTH_TEXT", "PROMPT_DEPTH_VISION")
 
 
@@ -97,6 +98,7 @@ def test_truncation_leaves_logits_unchanged(method):
         assert short.text_encoder.last_shape[1] == longest_prompt(short) < 77
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", TRAINED)
 def test_truncation_leaves_loss_and_gradients_unchanged(method):
     image, label = batch()
@@ -119,6 +121,7 @@ def test_comma_kd_all_still_runs_every_position():
     assert model.text_encoder.last_shape == (len(CLASSNAMES), 77)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [0, 2])
 @pytest.mark.parametrize("method", ["CoMMA", "MaPLe", "CoOp", "CoCoOp", "IVLP"])
 def test_memory_plan_equals_plain_computation(method, chunk_size):

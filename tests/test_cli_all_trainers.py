@@ -1,5 +1,7 @@
-"""Every trainer through ``train.py`` with its official config, on Shapes, with the tiny backbone.
+"""Every declared method through ``train.py`` with its official config, on Shapes, with the tiny backbone.
 
+The table is derived from the method declarations (``engine.repro.methods.METHODS``): a new
+``trainers/<method>.py`` with its ``METHOD`` literal and YAML configs is covered without an edit here.
 For each method: ``--no-train`` builds and logs the trainable-parameter count without training or
 testing; a one-epoch base-class run trains, saves the last epoch and prints the result block; then
 ``--eval-only --model-dir`` on the novel classes loads that checkpoint and prints its own block.
@@ -11,21 +13,26 @@ import re
 import pytest
 
 import train
+from engine.repro.methods import METHODS
 from tests.fixtures_data import make_shapes
 
-CASES = {
-    # trainer: (config, checkpoint folder, opts that fit the 3-block tiny backbone)
-    "ZeroshotCLIP": ("CoOp/vit_b16.yaml", None, []),
-    "CoOp": ("CoOp/vit_b16_ctxv1.yaml", "prompt_learner", []),
-    "CoCoOp": ("CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", "prompt_learner", []),
-    "MaPLe": ("MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MultiModalPromptLearner",
-              ["TRAINER.MAPLE.PROMPT_DEPTH", "3"]),
-    "CoMMA": ("CoMMA/vit_b16_c2_ep5_batch4_2ctx.yaml", "MultiModalPromptLearner",
-              ["TRAINER.COMMA.PROMPT_DEPTH", "3"]),
-    "IVLP": ("IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml", "VLPromptLearner",
-             ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"]),
-    "VPT": ("VPT/vit_b16_c2_ep5_batch4_4.yaml", "prompt_learner", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "3"]),
-}
+#: deepest prompt the 3-block tiny backbone takes
+TINY_DEPTH = 3
+
+
+def _case(spec):
+    """(config, checkpoint folder or None, opts capping every ``*PROMPT_DEPTH*`` key at the tiny depth)."""
+    from trainers.config import method_declarations
+
+    decl = next(d for d in method_declarations() if d["key"] == spec.key)
+    opts = []
+    for key, value in decl["config"].items():
+        if "PROMPT_DEPTH" in key and isinstance(value, int) and value > 0:
+            opts += [f"TRAINER.{spec.node}.{key}", str(TINY_DEPTH)]
+    return f"{spec.config_dir}/{spec.b2n_cfg}.yaml", spec.checkpoint, opts
+
+
+CASES = {spec.trainer: _case(spec) for spec in METHODS.values()}
 TINY = ["MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
         "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "1"]
 RESULT = re.compile(r"^=> result\n\* total: ([\d,]+)\n\* correct: ([\d,]+)\n\* accuracy: ([\d.]+)%$", re.M)
@@ -62,6 +69,7 @@ def test_no_train_builds_only(method, data_root, tmp_path):
     assert "=> result" not in log and "Finish training" not in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_train_base_then_evaluate_novel(method, data_root, tmp_path):
     train_dir, test_dir = tmp_path / "train", tmp_path / "test"

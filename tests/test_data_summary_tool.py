@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from engine.data import DataManager
 from engine.utils.seed import set_random_seed
 from tests.fixtures_data import LAYOUTS, make_cfg
@@ -17,6 +19,7 @@ def _run(*args):
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_tool_matches_trainer_path(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for r in (a, b):
@@ -39,6 +42,7 @@ def test_tool_matches_trainer_path(tmp_path):
     assert [os.path.relpath(p, a) for p in out["val"]] == [os.path.relpath(d.impath, b) for d in dm.dataset.val]
 
 
+@pytest.mark.slow
 def test_tool_matches_train_py(tmp_path):
     """The real entry point: ``train.py --no-train`` with the tiny random backbone writes the same cache."""
     a, b = tmp_path / "a", tmp_path / "b"

@@ -28,6 +28,8 @@ import pytest
 
 from engine.backbone.tiny_pretrain import Recipe, ensure_pretrained
 
+pytestmark = pytest.mark.slow  # subprocess runs (seconds each); CI's second pass skips them (-m 'not slow')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_RECIPE = Recipe()
 CHANCE_NOVEL = 20.0

@@ -42,8 +42,8 @@ def test_ci_run_checks_random_order_without_shared_and_newest_versions():
     assert steps[first] == "bash scripts/test.sh"  # the README's command, first
     random_step = next(ln for ln in steps if "HARNESS_TEST_SEED=random" in ln)
     assert 'cd "$work/main"' in random_step and "-p no:cacheprovider" in random_step
+    assert "bash scripts/test_latest.sh" in random_step and '-m "not slow"' in random_step
     assert "git ls-files -co --exclude-standard" in text and '[ ! -e "$work/shared" ]' in text
-    assert any(ln.startswith("bash scripts/test_latest.sh") for ln in steps)
     for script in (".ci/run", "scripts/test.sh", "scripts/install.sh", "scripts/test_latest.sh"):
         proc = subprocess.run(["bash", "-n", os.path.join(REPO, script)], capture_output=True, text=True)
         assert proc.returncode == 0, script + proc.stderr
@@ -53,6 +53,7 @@ def _test_order(proc):
     return [ln.split(" ")[0] for ln in proc.stdout.splitlines() if ln.startswith("tests/") and "PASSED" in ln]
 
 
+@pytest.mark.slow
 def test_random_order_prints_its_seed_and_replays():
     pytest.importorskip("pytest_randomly")
     target = ["tests/test_engine_registry.py", "-vv", "-p", "no:cacheprovider"]

@@ -43,6 +43,7 @@ def result_block(text):
 
 
 @needs_data
+@pytest.mark.slow
 def test_train_then_eval_only_subprocess(tmp_path):
     out = tmp_path / "out"
     proc = run_cli(toy_argv(tmp_path / "data", out, "--seed", "0", "TEST.SAVE_PREDICTIONS", "True"))

@@ -369,6 +369,7 @@ def test_resume_with_no_usable_checkpoint_stops_in_one_line(runs, data_root, tmp
     assert_one_line(rc, err, f"no complete checkpoint in {run / 'prompt_learner'}", "model.pth.tar-2, model.pth.tar-1")
 
 
+@pytest.mark.slow
 def test_one_line_in_a_real_process_and_traceback_on_request(runs, data_root, tmp_path):
     run = copy_run(runs, "coop", tmp_path)
     path = run / "prompt_learner" / "model.pth.tar-2"

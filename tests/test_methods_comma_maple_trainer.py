@@ -210,6 +210,7 @@ def _train_py(args, cwd=REPO):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_train_py_trains_then_evaluates_saved_model(data_root, tmp_path):
     """CLI: CoMMA by its alias ``COMMA`` with the official YAML, 1 epoch on the tiny tree, then --eval-only
     of the saved model (MaPLe's CLI eval path is covered by the golden test)."""

@@ -207,7 +207,7 @@ def test_vpt_runs_fp32_backbone_under_upstream_numerics():
 
 def test_zero_shot_text_features_official_arithmetic(clip16):
     from engine.backbone import PromptedTextEncoder
-    from trainers.base import embed_texts
+    from trainers.prompts import embed_texts
     from trainers.zsclip import template_text_features
 
     encoder = PromptedTextEncoder(clip16)

@@ -64,6 +64,7 @@ def _script(tmp_path, rel, *args, **env_extra):
                           env=env, cwd=str(tmp_path), timeout=600)
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_one_line_error_not_the_old_result(tmp_path):
     script = "comma/base2new_train.sh"
     r = _script(tmp_path, script, "shapes", "1", *TINY)
@@ -71,7 +72,8 @@ def test_rerun_with_other_settings_is_one_line_error_not_the_old_result(tmp_path
     run = tmp_path / "out/base2new/train_base/shapes/shots_2/CoMMA" / CFG / "seed1"
     rec = json.loads((run / record.RECORD_FILE).read_text())
     assert rec["train"]["settings"]["OPTIM.MAX_EPOCH"] == 1 and "eval" not in rec
-    assert rec["train"]["args"]["opts"] == ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"] + TINY
+    assert rec["train"]["args"]["opts"] == ["TRAINER.COMMA.PREC", "fp16", "DATASET.NUM_SHOTS", "2",
+                                            "DATASET.SUBSAMPLE_CLASSES", "base"] + TINY
     log_size = (run / "log.txt").stat().st_size
     # same settings (the worker count does not change results): skipped
     r = _script(tmp_path, script, "shapes", "1", *TINY, "DATALOADER.NUM_WORKERS", "1")

@@ -93,8 +93,8 @@ def test_resolve_max_epoch(tmp_path):
 def test_unknown_method_and_protocol_are_one_line_errors(tmp_path, croot):
     r = sweep(tmp_path, croot, "--dry-run", "--methods", "CoMA")
     assert r.returncode == 2 and r.stderr.strip().startswith("ERROR: unknown method 'CoMA'; expected one of:")
-    r = sweep(tmp_path, croot, "--dry-run", "--protocol", "fewshot")
-    assert r.returncode == 2 and "unknown protocol 'fewshot'" in r.stderr
+    r = sweep(tmp_path, croot, "--dry-run", "--protocol", "fewshoot")
+    assert r.returncode == 2 and "unknown protocol 'fewshoot'" in r.stderr
 
 
 def test_dry_run_lists_statuses(tmp_path, croot):
@@ -104,7 +104,9 @@ def test_dry_run_lists_statuses(tmp_path, croot):
     lines = r.stdout.splitlines()
     assert lines[-1] == "4 jobs: 0 finished, 4 pending, 0 blocked"
     first = "base2new/train_base/dtd/shots_16/CoMMA/vit_b16_c2_ep5_batch4_2ctx/seed1"
-    assert lines[0].split() == ["1", "pending", first]
+    assert lines[0] == f"# commands run in {REPO}"
+    assert lines[1].split() == ["1", "pending", first]
+    assert lines[2].split()[2:8] == ["--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "CoMMA"]
     assert not read_calls(str(tmp_path))
 
 
@@ -173,7 +175,8 @@ def test_interrupted_sweep_resumes(tmp_path, croot):
     assert (tmp_path / "out" / ".sweep.lock").exists()  # left by the killed sweep: stale, taken over
     r = sweep(tmp_path, croot, *args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert not (tmp_path / "out" / ".sweep.lock").exists()
+    from engine.repro.locks import Lock
+    assert Lock(str(tmp_path / "out" / ".sweep.lock")).holder() is None  # released (a "free" generation)
     calls = read_calls(str(tmp_path))
     assert len(calls) == 7 and sum(victim in c for c in calls) == 2
     assert len(set(calls)) == 6

@@ -76,8 +76,15 @@ def test_classify_layouts():
     assert classify("evaluation/MaPLe/cfg_16shots/imagenet_r/seed1".split("/"))[:3] == ("dg", "target", "MaPLe")
     assert classify("xd/test/dtd/CoMMA/cfg_16shots/seed1".split("/"))[:3] == ("xd", "target", "CoMMA")
     assert classify("base2new/train_base/dtd/shots_16/ZeroshotCLIP/vit_b16/seed1".split("/"))[7] == "eval"
-    # CoOp few-shot tree and non-run folders are not protocol runs
-    assert classify("dtd/CoOp/rn50_16shots/nctx16_cscFalse_ctpend/seed1".split("/")) is None
+    # CoOp's main.sh few-shot tree is the few-shot protocol; non-run folders are not protocol runs
+    assert classify("dtd/CoOp/rn50_16shots/nctx16_cscFalse_ctpend/seed1".split("/"))[:8] == \
+        ("fewshot", "all", "CoOp", "rn50", 16, "dtd", 1, "train")
+    assert classify("dtd/CoOp/rn50_4shots/nctx4_cscTrue_ctpmiddle/seed2".split("/"))[3] == \
+        "rn50 nctx4_cscTrue_ctpmiddle"
+    assert classify("evaluation/CoOp/vit_b16_ep50_16shots/nctx16_cscFalse_ctpend/dtd/seed3".split("/"))[:8] == \
+        ("xd", "target", "CoOp", "vit_b16_ep50", 16, "dtd", 3, "eval")
+    assert classify("fewshot/dtd/shots_0/ZeroshotCLIP/vit_b16/seed1".split("/"))[:8] == \
+        ("fewshot", "all", "ZeroshotCLIP", "vit_b16", 0, "dtd", 1, "eval")
     assert classify("base2new/train_base/dtd/shots_16/MaPLe/cfg".split("/")) is None
 
 

@@ -62,6 +62,7 @@ def head_worktree(tmp_path_factory):
         subprocess.run(["git", "-C", REPO_ROOT, "worktree", "remove", "--force", path], capture_output=True)
 
 
+@pytest.mark.slow
 def test_two_methods_in_process_json(tmp_path):
     out = tmp_path / "bench" / "out.json"
     proc = _run(["--methods", "CoMMA", "VPT", "--classes", "5", "--steps", "2", "--warmup", "1", "--eval-batches", "1",
@@ -147,6 +148,7 @@ def test_classnames_phase_train_and_token_columns(tmp_path):
     assert len(table) == 2 + 1 and "train step mean (ms)" in table[0]  # the train table only
 
 
+@pytest.mark.slow
 def test_isolated_phases_in_a_git_worktree_of_head(tmp_path, head_worktree):
     """``--code-root`` measures another checkout; ``--isolate on`` runs each phase in its own process."""
     root, commit = head_worktree
@@ -169,6 +171,7 @@ def test_isolated_phases_in_a_git_worktree_of_head(tmp_path, head_worktree):
     assert "before" in _table_lines(proc.stdout)[2]
 
 
+@pytest.mark.slow
 def test_gpu_check_script_cpu_mode(tmp_path, head_worktree):
     """``GPU_CHECK_DEVICE=cpu``: the CUDA tests are collected (and skip without CUDA), the benchmark
     runs now and in the earlier checkout, and everything lands in one JSON file."""

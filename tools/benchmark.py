@@ -9,9 +9,9 @@
 A method SPEC is a method name (``engine.repro.methods``) optionally followed by config opts for
 that method only: ``NAME[:KEY=VALUE[:KEY=VALUE ...]]``, e.g. ``CoMMA:TRAINER.COMMA.KD_TOKENS=real``;
 the same method may appear several times with different opts. The trainer is the registered class,
-built through its normal ``__init__`` on seeded random CLIP weights (``MODEL.BACKBONE.RANDOM_INIT``)
-with ``--classes`` C class names (the first C lines of ``--classnames``, else ``"class i"``); only
-``build_data_loader`` is replaced (class names, no loaders). Per method and phase it measures:
+built by the Python API (``engine.api.from_config``: its normal ``__init__``, class names instead of
+a dataset) on seeded random CLIP weights (``MODEL.BACKBONE.RANDOM_INIT``) with ``--classes`` C class
+names (the first C lines of ``--classnames``, else ``"class i"``). Per method and phase it measures:
 
 * train: ``forward_backward`` on a random batch (``--steps`` timed after ``--warmup``);
 * eval: the trainer's ``before_evaluation`` once (``eval_text_s``: class text features), then
@@ -51,7 +51,15 @@ TOOL = os.path.abspath(__file__)
 REPO_ROOT = os.path.dirname(os.path.dirname(TOOL))
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-DEFAULT_METHODS = ("CoMMA", "MaPLe", "CoOp", "CoCoOp", "IVLP", "VPT", "ZeroshotCLIP")
+
+
+def default_methods():
+    """Every declared method's trainer name, in table order (``engine.repro.methods.METHODS``)."""
+    from engine.repro.methods import METHODS
+
+    return tuple(spec.trainer for spec in METHODS.values())
+
+
 PHASES = ("train", "eval")
 #: ``KEY=VALUE`` pieces of a method spec are separated by ``:`` followed by an upper-case dotted key
 SPEC_SEPARATOR = re.compile(r":(?=[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)+=)")
@@ -61,8 +69,8 @@ SPEC_SEPARATOR = re.compile(r":(?=[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)+=)")
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.replace("``", ""),  # the console shows no reST markup
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   help="method specs NAME[:KEY=VALUE...], or all (default: the seven methods)")
+    p.add_argument("--methods", nargs="+", default=["all"],
+                   help="method specs NAME[:KEY=VALUE...], or all (default: every declared method)")
     p.add_argument("--backbone", default="ViT-B/16", help="MODEL.BACKBONE.NAME (default ViT-B/16)")
     p.add_argument("--classes", type=int, default=100, help="number of classes C (default 100)")
     p.add_argument("--classnames", default="", help="file with one class name a line; the first C are used")
@@ -187,11 +195,11 @@ def parse_method_spec(text):
 
 
 def resolve_methods(names):
-    """Variants in the given order (duplicates dropped); ``all`` = the seven methods."""
+    """Variants in the given order (duplicates dropped); ``all`` = every declared method."""
     from engine.repro.methods import get_method
 
     if [n.lower() for n in names] == ["all"]:
-        names = DEFAULT_METHODS
+        names = default_methods()
     variants = []
     for text in names:
         name, opts = parse_method_spec(text)
@@ -222,8 +230,19 @@ def method_cfg(variant, args, opts, code_root):
     return setup_cfg(ns, extend=extend_cfg), cls, os.path.relpath(config_file, code_root)
 
 
-def dataless_trainer_class(cls, classnames):
-    """``cls`` with ``build_data_loader`` replaced: sets the class names and no loaders (no dataset read)."""
+def dataless_trainer(cls, cfg, classnames):
+    """The trainer of ``cfg`` for ``classnames`` without a dataset, through the Python API
+    (``engine.api.from_config``); a ``--code-root`` checkout that predates the API gets the same
+    class-names-only data loader here."""
+    try:
+        from engine.api import from_config
+    except ImportError:
+        return _legacy_dataless_trainer_class(cls, classnames)(cfg)
+    return from_config(cfg, classnames, verbose=True).trainer
+
+
+def _legacy_dataless_trainer_class(cls, classnames):
+    """``cls`` with ``build_data_loader`` replaced (checkouts without ``engine.api``)."""
 
     def build_data_loader(self):
         self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
@@ -372,7 +391,7 @@ def build_trainer(variant, args, opts, code_root, classnames, logger):
     logger.info(f"[benchmark] {variant.name}: building ({config}, {cfg.MODEL.BACKBONE.NAME}, C={len(classnames)})")
     _sync(device)
     start = time.perf_counter()
-    trainer = dataless_trainer_class(cls, classnames)(cfg)
+    trainer = dataless_trainer(cls, cfg, classnames)
     if hasattr(trainer.model, "kd_targets"):  # CoMMA: frozen-CLIP hidden states, computed once per class set
         trainer.model.kd_targets()
     _sync(device)

@@ -3,11 +3,13 @@
     python tools/collect_results.py OUTPUT_ROOT [--format md|csv|json] [--compare docs/paper_numbers.json]
         [--plot DIR] [--seeds 1 2 3] [--datasets all|NAME ...] [--out FILE]
 
-Reads every run's log.txt (the last result block; a training run counts only once it printed a
-result after "Finish training"/"Finished training"), groups runs by protocol/method/dataset/seed and
-prints base-to-novel (Base/Novel/HM per dataset, mean ± population std over seeds, plus the
-Average row = HM of the averaged base and novel), cross-dataset (source + targets + average) and
-domain generalisation (source + 4 targets + average). Missing runs show as "—" with a count.
+Reads every run folder's metrics.json (written by train.py at the end of each test; unrounded
+accuracy) and falls back to its log.txt (the last result block; a training run counts only once it
+printed a result after "Finish training"/"Finished training"), groups runs by
+protocol/method/dataset/seed and prints base-to-novel (Base/Novel/HM per dataset, mean ± population
+std over seeds, plus the Average row = HM of the averaged base and novel), cross-dataset (source +
+targets + average), domain generalisation (source + 4 targets + average) and few-shot (accuracy vs
+shots per dataset and averaged). Missing runs show as "—" with a count.
 Rows say what their numbers are: random backbone weights, and epochs/shots when they differ within a
 table; with --compare, an average over fewer datasets than the paper's is labelled and gets no Δ.
 Statistics and layouts: engine/repro/tables.py, engine/repro/collect.py, docs/REPRODUCE.md.
@@ -43,8 +45,9 @@ def load_paper_numbers(path: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        description="Print the papers' result tables (base-to-novel, cross-dataset, domain generalisation) "
-                    "from the run folders under an output root: mean ± std over seeds, missing runs counted, "
+        description="Print the papers' result tables (base-to-novel, cross-dataset, domain generalisation, "
+                    "few-shot) from the run folders under an output root (metrics.json, else log.txt): "
+                    "mean ± std over seeds, missing runs counted, "
                     "rows marked when their runs used random weights or differ in epochs or shots.",
         epilog="example: python tools/collect_results.py output --compare docs/paper_numbers.json --plot output/plots")
     p.add_argument("root", help="output root holding base2new/ and xd/ run folders (e.g. output)")
@@ -52,7 +55,9 @@ def main(argv=None) -> int:
                    help="md (Markdown tables, default), csv (one row per number) or json")
     p.add_argument("--compare", default=None, metavar="JSON",
                    help="published numbers to print beside ours, with the difference (docs/paper_numbers.json)")
-    p.add_argument("--plot", default=None, metavar="DIR", help="also write PNG figures into this folder")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="also write PNG figures into this folder (tables, and per dataset and method the "
+                        "training loss and accuracy against epochs, seeds overlaid)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="seeds every cell should have; others count as missing (default: all seen)")
     p.add_argument("--datasets", nargs="+", default=None,
@@ -74,8 +79,9 @@ def main(argv=None) -> int:
     if args.out:
         atomic_write_text(args.out, text)
     if args.plot:
+        from engine.repro.curves import write_curves
         from engine.repro.plots import write_plots
-        for path in write_plots(tables, args.plot):
+        for path in write_plots(tables, args.plot) + write_curves(args.root, args.plot):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -38,14 +38,15 @@ def requirement_names(path):
     return names
 
 
-def closure(roots):
-    """``{canonical name: (name, version)}`` of ``roots`` and their installed run-time dependencies."""
+def closure(roots, stop=()):
+    """``{canonical name: (name, version)}`` of ``roots`` and their installed run-time dependencies
+    (not descending into the canonical names in ``stop``, e.g. torch pulled in by another package)."""
     from packaging.requirements import Requirement
 
     found, stack = {}, list(roots)
     while stack:
         name = stack.pop()
-        if canonical(name) in found:
+        if canonical(name) in found or canonical(name) in stop:
             continue
         try:
             dist = md.distribution(name)
@@ -63,7 +64,7 @@ def lock_lines(requirements):
     """Header and sorted ``name==version`` lines for the lock file."""
     names = requirement_names(requirements)
     ours = [n for n in names if canonical(n) not in TORCH_ROOTS]
-    pins = closure(ours)
+    pins = closure(ours, stop=TORCH_ROOTS)
     torch_only = set(closure([n for n in names if canonical(n) in TORCH_ROOTS])) - set(pins)
     for key in torch_only:
         pins.pop(key, None)

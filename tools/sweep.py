@@ -1,7 +1,10 @@
-"""One resumable command for the paper's protocols (base2new, xd, dg) over methods, datasets, seeds.
+"""One resumable command for the paper's protocols (base2new, xd, dg), CoOp's few-shot protocol
+(fewshot) and the evaluation of released weights (released), over methods, datasets, seeds.
 
     python tools/sweep.py --protocol all --methods CoMMA MaPLe --datasets all --seeds 1 2 3 \
-        [--gpus 0,1] [--dry-run] [--output-root output] [--data DATA] [--] [KEY VALUE ...]
+        [--gpus 0,1] [--dry-run] [--output-root output] [--data DATA] [--upstream-numerics] [--] [KEY VALUE ...]
+    python tools/sweep.py --protocol fewshot --methods CoOp --datasets all --shots 1 2 4 8 16
+    python tools/sweep.py --protocol released --methods MaPLe --weights DIR
 
 Plans every job (order: protocol -> method -> seed -> dataset; see engine/repro/plan.py), skips
 finished ones (their log.txt has a final result and their run_record.json the requested settings),
@@ -10,7 +13,9 @@ runs the rest one per listed GPU (or one at a time), records failures in
 folder run with other settings fails with one line (``engine.repro.record``). Exit code 0 only when
 every job is finished. Re-run the same command to continue after an interruption or a failure.
 ``--dry-run`` prints one line per job: ``<status> <job id> [note]`` with status finished / pending /
-blocked / differs. ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
+blocked / differs, each followed by the job's full ``train.py`` command line (shell-quoted, run in the
+repository root). After a fewshot or released sweep the tables of that protocol are printed (and the
+few-shot plot written). ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
 """
 from __future__ import annotations
 
@@ -23,31 +28,42 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from engine.repro.methods import XD_SOURCE  # noqa: E402
-from engine.repro.plan import Context, PlanError, build_plan, split_opts  # noqa: E402
-from engine.repro.runner import STATE_FILE, SweepLocked, SweepState, plan_status, run_sweep  # noqa: E402
+from engine.repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
+from engine.repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
+                                 default_train_py, plan_status, run_sweep)
+from engine.repro.launchers import add_arguments as add_launcher_arguments  # noqa: E402
+from engine.repro.launchers import run_from_args as run_launcher  # noqa: E402
 from engine.utils.cli import split_argv  # noqa: E402
 
 
-DESCRIPTION = ("Run the papers' protocols (base-to-novel, cross-dataset, domain generalisation) for\n"
-               "several methods, datasets and seeds with one resumable command. Trailing KEY VALUE\n"
-               "pairs override the config of every run.")
+DESCRIPTION = ("Run the papers' protocols (base-to-novel, cross-dataset, domain generalisation), CoOp's\n"
+               "few-shot protocol or the evaluation of released weights for several methods, datasets\n"
+               "and seeds with one resumable command. Every job runs with the method's official\n"
+               "precision (TRAINER.<NODE>.PREC; VPT fp32). Trailing KEY VALUE pairs override the\n"
+               "config of every run.")
 EPILOG = """examples:
   python tools/sweep.py --protocol all --methods CoMMA MaPLe --datasets all --seeds 1 2 3 --gpus 0,1
   python tools/sweep.py --protocol base2new --methods CoMMA --datasets shapes --seeds 1 --dry-run
   python tools/sweep.py --protocol base2new --datasets shapes --seeds 1 -- OPTIM.MAX_EPOCH 1
+  python tools/sweep.py --protocol fewshot --methods CoOp CoMMA --datasets all --shots 1 2 4 8 16
+  python tools/sweep.py --protocol released --methods MaPLe --weights weights/maple
+  python tools/sweep.py --protocol all --methods CoMMA --datasets all --launcher slurm --partition gpu --time 4:00:00
+  python tools/sweep.py --protocol all --methods CoMMA --datasets all --status
 
 Finished runs are skipped when their run_record.json holds the requested settings; half-finished
 runs resume; a folder run with other settings fails with one line naming the differing keys (use
 another --output-root to keep both). Failures go to <output-root>/sweep_state.json and the sweep
 continues; jobs that need a failed one are blocked. Re-run the same command to continue. Exit status
 0 only when every job is finished. --dry-run prints one line per job: number, status (finished,
-pending, blocked, differs), job id, note."""
+pending, blocked, differs), job id, note; then the job's train.py command line, indented. --protocol
+all means base2new xd dg; fewshot and released are asked for by name."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--protocol", nargs="+", default=["all"], help="base2new, xd, dg or all")
+    p.add_argument("--protocol", nargs="+", default=["all"],
+                   help="base2new, xd, dg, fewshot, released, or all (= base2new xd dg)")
     p.add_argument("--methods", nargs="+", default=["CoMMA"],
                    help="CoMMA MaPLe CoOp CoCoOp IVLP VPT ZeroshotCLIP, or all")
     p.add_argument("--datasets", nargs="+", default=["all"],
@@ -55,7 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dg-targets", nargs="+", default=None,
                    help="domain-generalisation targets (default: imagenetv2 imagenet_sketch imagenet_a imagenet_r)")
     p.add_argument("--source", default=XD_SOURCE, help="xd/dg training dataset (default imagenet)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default: 1 2 3)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="seeds (default: 1 2 3; released: every seed found in --weights)")
+    p.add_argument("--shots", nargs="+", type=int, default=None,
+                   help="fewshot protocol: shots per class (default: 1 2 4 8 16)")
+    p.add_argument("--weights", default=None, metavar="DIR",
+                   help="released protocol: folder of official checkpoints, <DIR>/<dataset>/base/seed<N>/"
+                        "<model name>/model.pth.tar-<epoch> (MaPLe/COMMA release layout)")
+    p.add_argument("--upstream-numerics", action="store_true",
+                   help="also pass TRAINER.<NODE>.UPSTREAM_NUMERICS True: the official code's fp16 arithmetic "
+                        "(docs/METHODS.md); use another --output-root, it changes the run settings")
+    p.add_argument("--plot-dir", default=None, metavar="DIR",
+                   help="where a fewshot sweep writes its plot (default: <output-root>/plots)")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids; one job per GPU at a time")
     p.add_argument("--dry-run", action="store_true", help="print the plan with each job's status and exit")
     p.add_argument("--output-root", default=os.path.join(REPO_ROOT, "output"),
@@ -65,7 +92,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-root", default=REPO_ROOT,
                    help="folder holding configs/trainers and configs/datasets (default: the repo)")
     p.add_argument("--cfg", default=None, help="use this config name for every method (smoke runs)")
+    add_launcher_arguments(p)
     return p
+
+
+def print_dry_run(jobs, state, python: str, train_py: str) -> None:
+    """One status line per job, then its ``train.py`` command line (indented), then the counts."""
+    by_id = {j.id: j for j in jobs}
+    counts = {}
+    print(f"# commands run in {REPO_ROOT}")
+    for i, job in enumerate(jobs, 1):
+        status, note = plan_status(job, state, by_id)
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{i:4d} {status:8s} {job.id}" + (f"  [{note}]" if note else ""))
+        print("       " + job.command_line(python, train_py))
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("finished", "pending", "blocked"))
+    if counts.get("differs"):
+        summary += f", {counts['differs']} differs"
+    print(f"{len(jobs)} jobs: {summary}")
+
+
+def print_tables(protocols, output_root: str, plot_dir: str | None) -> None:
+    """After a fewshot / released sweep: that protocol's tables (Markdown) and the few-shot plot."""
+    from engine.repro.collect import scan
+    from engine.repro.tables import build_tables, render_markdown
+
+    if "fewshot" in protocols and os.path.isdir(os.path.join(output_root, "fewshot")):
+        runs, _ = scan(output_root)
+        tables = build_tables([r for r in runs if r.protocol == "fewshot"])
+        print(render_markdown(tables))
+        if tables:
+            from engine.repro.plots import write_plots
+
+            for path in write_plots(tables, plot_dir or os.path.join(output_root, "plots")):
+                print(f"wrote {path}")
+    if "released" in protocols and os.path.isdir(os.path.join(output_root, "released")):
+        runs, _ = scan(os.path.join(output_root, "released"))
+        print("Released weights:\n")
+        print(render_markdown(build_tables(runs)))
 
 
 def main(argv=None) -> int:
@@ -73,10 +137,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(flags)
     try:
         opts = split_opts(raw_opts)
+        protocols = expand_protocols(args.protocol)
+        seeds = args.seeds
+        if seeds is None and protocols != ["released"]:
+            seeds = [1, 2, 3]
         ctx = Context(repo_root=REPO_ROOT, output_root=os.path.abspath(args.output_root),
                       data_root=os.path.abspath(args.data), opts=opts, source=args.source,
-                      cfg_override=args.cfg, config_root=os.path.abspath(args.config_root))
-        jobs = build_plan(ctx, args.protocol, args.methods, args.datasets, args.seeds, args.dg_targets)
+                      cfg_override=args.cfg, config_root=os.path.abspath(args.config_root),
+                      upstream_numerics=args.upstream_numerics,
+                      weights=os.path.abspath(args.weights) if args.weights else None)
+        jobs = build_plan(ctx, protocols, args.methods, args.datasets, seeds, args.dg_targets, args.shots)
         state_path = os.path.join(ctx.output_root, STATE_FILE)
         state = SweepState(state_path) if os.path.isfile(state_path) else None
     except (PlanError, KeyError, ValueError) as e:
@@ -84,21 +154,16 @@ def main(argv=None) -> int:
         print(f"ERROR: {msg}", file=sys.stderr)
         return 2
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    python, train_py = default_python(), default_train_py(REPO_ROOT)
     if args.dry_run:
-        by_id = {j.id: j for j in jobs}
-        counts = {}
-        for i, job in enumerate(jobs, 1):
-            status, note = plan_status(job, state, by_id)
-            counts[status] = counts.get(status, 0) + 1
-            print(f"{i:4d} {status:8s} {job.id}" + (f"  [{note}]" if note else ""))
-        summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("finished", "pending", "blocked"))
-        if counts.get("differs"):
-            summary += f", {counts['differs']} differs"
-        print(f"{len(jobs)} jobs: {summary}")
+        print_dry_run(jobs, state, python, train_py)
         return 0
+    launched = run_launcher(args, jobs, ctx, state_path, emit=lambda msg: print(msg, flush=True))
+    if launched is not None:  # --status, --emit-commands, --launcher slurm / submitit-local
+        return launched
     try:
-        result = run_sweep(jobs, repo_root=REPO_ROOT, state_path=state_path, gpus=gpus,
-                           emit=lambda msg: print(msg, flush=True))
+        result = run_sweep(jobs, repo_root=REPO_ROOT, state_path=state_path, gpus=gpus, python=python,
+                           train_py=train_py, emit=lambda msg: print(msg, flush=True))
     except SweepLocked as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
@@ -111,6 +176,7 @@ def main(argv=None) -> int:
         print(f"  failed:  {jid}")
     for jid in result["blocked_ids"]:
         print(f"  blocked: {jid}")
+    print_tables(protocols, ctx.output_root, args.plot_dir)
     return 1 if result["failed"] or result["blocked"] else 0
 
 

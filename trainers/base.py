@@ -16,53 +16,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.backbone import PromptedImageEncoder, PromptedTextEncoder, load_clip, tokenize
+from engine.backbone import PromptedImageEncoder, PromptedTextEncoder, load_clip
 from engine.backbone.prompted_text import default_text_plan
 from engine.backbone.text_plan import TextPlan
 from engine.distributed import shard_text_rows
 from engine.optim import build_lr_scheduler, build_optimizer
-from engine.precision import learned_dtype, resolve_precision
-from engine.trainer import TrainerX
+from engine.precision import check_prec, learned_dtype, resolve_precision
+from engine.trainer import TRAINER_REGISTRY, TrainerX
 from engine.utils.logger import get_logger
-from trainers.templates import format_classname
 
 logger = get_logger()
 
-PRECISIONS = ("fp16", "fp32", "bf16", "amp")
 
+def register_method(declaration):
+    """Class decorator: register a trainer declared by its module's ``METHOD`` literal.
 
-# ----------------------------------------------------------------------------- prompt-token helpers
-def build_class_prompts(clip_model, classnames, prompt_prefix):
-    """Tokenise ``"<prompt_prefix> <classname>."`` per class and embed it with CLIP's token embedding.
-
-    Returns ``(tokenized [C, 77] long, embedding [C, 77, D])`` on the model's device, in the model's
-    dtype; class names get ``_`` replaced by a space (CoOp convention). An empty prefix gives ``"<classname>."``.
+    Sets ``CFG_NODE`` (``declaration["node"]``), ``MODEL_NAME`` (``declaration["checkpoint"]``, if
+    set) and ``METHOD``, and registers the class in ``TRAINER_REGISTRY`` with the declared aliases.
+    The class name must equal ``declaration["trainer"]`` (the name the torch-free tools use).
     """
-    prefix = f"{prompt_prefix} " if prompt_prefix else ""
-    prompts = [f"{prefix}{format_classname(name)}." for name in classnames]
-    return embed_texts(clip_model, prompts)
+    def deco(cls):
+        if cls.__name__ != declaration["trainer"]:
+            raise ValueError(f"METHOD trainer {declaration['trainer']!r} does not name the class {cls.__name__}")
+        cls.CFG_NODE = declaration["node"]
+        if declaration.get("checkpoint"):
+            cls.MODEL_NAME = declaration["checkpoint"]
+        cls.METHOD = declaration
+        return TRAINER_REGISTRY.register(aliases=tuple(declaration.get("aliases", ())))(cls)
 
-
-def embed_texts(clip_model, texts):
-    """Tokenise ``texts`` and return ``(tokenized [N, 77], token embeddings [N, 77, D])`` without gradient."""
-    weight = clip_model.token_embedding.weight
-    tokenized = tokenize(texts).to(weight.device)
-    with torch.no_grad():
-        embedding = clip_model.token_embedding(tokenized).to(clip_model.dtype)
-    return tokenized, embedding
-
-
-def init_context_from_text(clip_model, text, n_ctx):
-    """Embeddings of the first ``n_ctx`` tokens of ``text`` after SOS, as an fp32 ``[n_ctx, D]`` tensor."""
-    _, embedding = embed_texts(clip_model, [text.replace("_", " ")])
-    if n_ctx > embedding.shape[1] - 2:
-        raise ValueError(f"n_ctx={n_ctx} does not fit CLIP's context of {embedding.shape[1]} tokens")
-    return embedding[0, 1:1 + n_ctx, :].float().clone()
-
-
-def count_words(text):
-    """Number of BPE tokens of ``text`` (without SOS/EOT): CoOp's ``name_lens``."""
-    return int(tokenize([text]).argmax(-1).item()) - 1
+    return deco
 
 
 # ------------------------------------------------------------------------------------ the model
@@ -78,6 +60,8 @@ class PromptCLIP(nn.Module):
 
     #: state-dict key suffixes that depend on the class names; never saved, dropped when loading.
     CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix")
+    #: log the batch accuracy ``acc`` next to the loss (CoOp's log line)
+    LOG_ACCURACY = False
 
     def __init__(self, clip_model, classnames):
         super().__init__()
@@ -118,10 +102,21 @@ class PromptCLIP(nn.Module):
         return self.logits_from(img, txt)
 
     def compute_loss(self, image, label):
-        """Training objective; default cross-entropy. Returns ``(loss, {"loss": float, ...})``."""
+        """The training objective (the only one: the trainer calls nothing else to train).
+
+        Default ``L = CE(logits, label)``. Returns ``(loss, {"loss": float, ...})``; with
+        ``LOG_ACCURACY`` the summary also holds the batch accuracy ``acc`` in percent.
+        """
         logits = self.forward(image)
         loss = F.cross_entropy(logits, label)
-        return loss, {"loss": loss.item()}
+        return loss, self.loss_summary(loss, logits, label)
+
+    def loss_summary(self, loss, logits, label, **terms):
+        """``{"loss": L, **terms}`` as floats, plus ``acc`` (percent) when ``LOG_ACCURACY``."""
+        summary = {"loss": loss.item(), **{k: float(v) for k, v in terms.items()}}
+        if self.LOG_ACCURACY:
+            summary["acc"] = (logits.argmax(dim=1) == label).float().mean().item() * 100.0
+        return summary
 
     @torch.no_grad()
     def cache_text_features(self):
@@ -209,13 +204,12 @@ class PromptTrainer(TrainerX):
     # -- Dassl hooks
     @property
     def prec(self):
-        return self.cfg.TRAINER[self.CFG_NODE].PREC if self.CFG_NODE else "fp32"
+        """The ``PREC`` this trainer runs with (``prec_name``: ``TRAINER.<CFG_NODE>.PREC``, else fp32)."""
+        return self.prec_name(self.cfg)
 
     def check_cfg(self, cfg):
         if self.CFG_NODE:
-            prec = cfg.TRAINER[self.CFG_NODE].PREC
-            if prec not in PRECISIONS:
-                raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got {prec!r}")
+            check_prec(cfg.TRAINER[self.CFG_NODE].PREC, f"TRAINER.{self.CFG_NODE}.PREC")
 
     def build_model(self):
         cfg = self.cfg
@@ -248,9 +242,13 @@ class PromptTrainer(TrainerX):
             logger.info(f"Learned without an fp32 master copy (as upstream): {', '.join(low)}")
         logger.info(f"Trainable parameters: {sum(p.numel() for _, p in trainable):,}")
         self.optim = self.sched = None
-        if trainable:
-            self.optim = build_optimizer([p for _, p in trainable], cfg.OPTIM)
-            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        if not trainable:  # nothing learned (zero-shot): the engine evaluates instead of training
+            logger.info(f"{type(self).__name__} learns nothing: no model is registered, saved or loaded")
+            if cfg.MODEL.INIT_WEIGHTS:
+                logger.info(f"MODEL.INIT_WEIGHTS {cfg.MODEL.INIT_WEIGHTS} is ignored: nothing is learned")
+            return
+        self.optim = build_optimizer([p for _, p in trainable], cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         module = self.model.prompt_learner if self.REGISTER_PROMPT_LEARNER_ONLY else self.model
         self.register_model(self.MODEL_NAME, module, self.optim, self.sched)
         if cfg.MODEL.INIT_WEIGHTS:
@@ -274,6 +272,7 @@ class PromptTrainer(TrainerX):
         image, label = self.parse_batch_train(batch)
         with self.autocast(), shard_text_rows():
             loss, summary = self.model.compute_loss(image, label)
+        self.loss_terms = summary  # named in the one-line error of a non-finite loss
         self.model_backward_and_update(loss)
         return summary
 
@@ -289,17 +288,19 @@ class PromptTrainer(TrainerX):
     def after_evaluation(self):
         self.model.clear_text_cache()
 
-    # -- checkpoints
-    def _is_class_dependent(self, key):
-        return key.rsplit(".", 1)[-1] in self.model.CLASS_DEPENDENT_KEYS
+    # -- checkpoints: one key policy for saving, loading and the expected keys
+    def learned_state(self, name, state):
+        """The entries of ``state`` that a checkpoint of model ``name`` holds: keys under
+        ``prompt_learner.`` (when the whole model is registered), minus the class-dependent buffers
+        (``PromptCLIP.CLASS_DEPENDENT_KEYS``, rebuilt from the class names of the run)."""
+        whole = self._models[name] is self.model
+        return {k: v for k, v in state.items()
+                if (not whole or k.startswith("prompt_learner."))
+                and k.rsplit(".", 1)[-1] not in self.model.CLASS_DEPENDENT_KEYS}
 
     def state_dict_for_checkpoint(self, name):
-        """Only the learned tensors: ``prompt_learner`` state minus class-dependent buffers."""
-        module = self._models[name]
-        state = module.state_dict()
-        if module is self.model:
-            state = {k: v for k, v in state.items() if k.startswith("prompt_learner.")}
-        return {k: v for k, v in state.items() if not self._is_class_dependent(k)}
+        """Only the learned tensors (:meth:`learned_state` of the registered module's state dict)."""
+        return self.learned_state(name, self._models[name].state_dict())
 
     def load_state_dict_from_checkpoint(self, name, state_dict, source="checkpoint"):
         """Load a (possibly official, whole-model) state dict into registered model ``name``.
@@ -315,10 +316,8 @@ class PromptTrainer(TrainerX):
             frozen = [k for k in state if not k.startswith("prompt_learner.")]
             if frozen:
                 logger.info(f"Ignoring {len(frozen)} frozen CLIP tensors in {source}")
-            state = {k: v for k, v in state.items() if k.startswith("prompt_learner.")}
-        state = {k: v for k, v in state.items() if not self._is_class_dependent(k)}
-        expected = [k for k in module.state_dict() if not self._is_class_dependent(k)
-                    and (module is not self.model or k.startswith("prompt_learner."))]
+        state = self.learned_state(name, state)
+        expected = list(self.state_dict_for_checkpoint(name))
         if expected and not any(k in state for k in expected):
             raise ValueError(f"{source} holds none of the tensors of {name} (expected e.g. {expected[:3]})")
         missing = [k for k in expected if k not in state]

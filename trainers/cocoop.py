@@ -18,9 +18,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.trainer import TRAINER_REGISTRY
-from trainers.base import PromptCLIP, PromptTrainer
+from trainers.base import PromptCLIP, PromptTrainer, register_method
 from trainers.coop import CoOpPromptLearner, context_dtype
+
+METHOD = {
+    "key": "cocoop",
+    "trainer": "CoCoOp",
+    "node": "COCOOP",
+    "config": {
+        "N_CTX": 16,
+        "CTX_INIT": "",
+        "PREC": "fp16",
+        "UPSTREAM_NUMERICS": False,  # True: the official fp16 arithmetic
+    },
+    "checkpoint": "prompt_learner",
+    "b2n_cfg": "vit_b16_c4_ep10_batch1_ctxv1",
+    "xd_cfg": "vit_b16_c4_ep10_batch1_ctxv1",
+    "order": 20,
+}
 
 
 def build_meta_net(vis_dim, ctx_dim, dtype):
@@ -87,15 +102,13 @@ class CoCoOpCLIP(PromptCLIP):
         return logits if self.upstream_numerics else self.logit_scale.float().exp() * logits
 
 
-@TRAINER_REGISTRY.register()
+@register_method(METHOD)
 class CoCoOp(PromptTrainer):
     """CoCoOp trainer (``TRAINER.COCOOP``); registers the prompt learner as ``prompt_learner``."""
 
-    CFG_NODE = "COCOOP"
-    MODEL_NAME = "prompt_learner"
     CACHE_TEXT_AT_EVAL = False
     REGISTER_PROMPT_LEARNER_ONLY = True
 
     def build_custom_model(self, clip_model, classnames):
-        node = self.cfg.TRAINER.COCOOP
+        node = self.cfg.TRAINER[self.CFG_NODE]
         return CoCoOpCLIP(clip_model, classnames, n_ctx=node.N_CTX, ctx_init=node.CTX_INIT)

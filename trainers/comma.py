@@ -28,19 +28,39 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.precision import learned_dtype
-from engine.trainer import TRAINER_REGISTRY
 from engine.utils.logger import get_logger
-from trainers.base import PromptTrainer, embed_texts
-from trainers.maple import (
-    MultiModalCLIP,
-    TextPromptMixin,
-    build_text_context,
-    check_prompt_depth,
-    encoder_widths,
-)
+from trainers.base import PromptTrainer, register_method
+from trainers.maple import MultiModalCLIP, check_depth, text_context
+from trainers.prompts import ClassSentences, embed_texts, encoder_widths, random_context
 from trainers.templates import COMMA_TEMPLATES, format_classname, template_for
 
 logger = get_logger()
+
+METHOD = {
+    "key": "comma",
+    "trainer": "CoMMA",
+    "node": "COMMA",
+    "aliases": ("COMMA",),
+    "config": {
+        "N_CTX": 2,
+        "CTX_INIT": "a photo of a",
+        "PREC": "fp16",
+        "UPSTREAM_NUMERICS": False,  # True: the official fp16 arithmetic
+        "PROMPT_DEPTH": 9,
+        "WEIGHT": 1.0,  # lambda of L = L_ce + lambda * L_kd
+        "LAST_LAYER": 1,  # K: L_kd over the real last K text blocks
+        # False: official code (generated vision prompts carry no gradient; generator keeps its seeded
+        # init) -- the published numbers. True: the paper's intent (generator trained end to end).
+        "TRAIN_GENERATOR": False,
+        # L_kd positions: "all" = every context position (official; the training text pass then runs
+        # all 77), "real" = each class's positions up to its EOT (the pass is truncated like the others).
+        "KD_TOKENS": "all",
+    },
+    "checkpoint": "MultiModalPromptLearner",
+    "b2n_cfg": "vit_b16_c2_ep5_batch4_2ctx",
+    "xd_cfg": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+    "order": 70,
+}
 
 #: official key of the vision-prompt buffer-parameter; regenerated every forward here, never loaded.
 LEGACY_IMAGE_PROMPTS_KEY = "prompt_learner.compound_prompts_image"
@@ -76,22 +96,22 @@ class PromptGenerator(nn.Module):
         return self.mlp(self.ln(attn @ key))
 
 
-class CoMMAPromptLearner(TextPromptMixin, nn.Module):
+class CoMMAPromptLearner(ClassSentences):
     """CoMMA's prompt learner (official parameter keys, minus the ``compound_prompts_image`` buffer)."""
+
+    NODE = "COMMA"
 
     def __init__(self, cfg, clip_model, classnames):
         super().__init__()
-        node = cfg.TRAINER.COMMA
-        depth, n_ctx = check_prompt_depth("COMMA", node, clip_model)
+        node = cfg.TRAINER[self.NODE]
+        depth, n_ctx = check_depth(self.NODE, node, clip_model)
         text_width, vision_width = encoder_widths(clip_model)
-        ctx, tokenized, embedding = build_text_context(clip_model, classnames, n_ctx, node.CTX_INIT)
-        self.n_ctx, self.depth = n_ctx, depth
+        ctx, prompt_prefix = text_context(clip_model, self.NODE, n_ctx, node.CTX_INIT)
+        self.depth = depth
         dtype = learned_dtype(clip_model.dtype, node.get("UPSTREAM_NUMERICS", False))  # upstream: fp16
         self.proj = nn.Linear(text_width, vision_width).to(dtype)
         self.ctx = nn.Parameter(ctx.to(dtype))
-        self.compound_prompts_text = nn.Parameter(
-            nn.init.normal_(torch.empty(depth - 1, n_ctx, text_width), std=0.02)
-        )
+        self.compound_prompts_text = nn.Parameter(random_context(depth - 1, n_ctx, text_width))
         self.train_generator = bool(node.TRAIN_GENERATOR)
         if depth >= 2:
             # upstream builds the first generator with half=True; the later ones stay fp32
@@ -102,7 +122,7 @@ class CoMMAPromptLearner(TextPromptMixin, nn.Module):
         if not self.train_generator:
             for param in self.generator_parameters():
                 param.requires_grad_(False)
-        self._register_sentences(tokenized, embedding, n_ctx)
+        self.set_sentences(clip_model, classnames, prompt_prefix, n_ctx)
 
     def generators(self):
         """Phi_2..Phi_J in order (empty for PROMPT_DEPTH 1)."""
@@ -215,7 +235,7 @@ class CoMMACLIP(MultiModalCLIP):
         logits = self.logits_from(self.image_features(image), text)
         loss_kd = self.knowledge_loss(hidden)
         loss = F.cross_entropy(logits, label) + self.kd_weight * loss_kd
-        return loss, {"loss": loss.item(), "loss_kd": loss_kd.item()}
+        return loss, self.loss_summary(loss, logits, label, loss_kd=loss_kd.item())
 
     def load_legacy_state_dict(self, state_dict):
         if LEGACY_IMAGE_PROMPTS_KEY in state_dict:
@@ -225,12 +245,9 @@ class CoMMACLIP(MultiModalCLIP):
         return state_dict
 
 
-@TRAINER_REGISTRY.register(aliases=("COMMA",))
+@register_method(METHOD)
 class CoMMA(PromptTrainer):
     """CoMMA trainer: loss CE + WEIGHT * L_kd, logged as ``loss`` (total) and ``loss_kd``."""
-
-    CFG_NODE = "COMMA"
-    MODEL_NAME = "MultiModalPromptLearner"
 
     def build_custom_model(self, clip_model, classnames):
         return CoMMACLIP(self.cfg, clip_model, classnames)

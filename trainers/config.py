@@ -1,71 +1,132 @@
-"""Trainer config nodes (``extend_cfg``), with the defaults of the official CoOp/MaPLe/COMMA ``train.py``.
+"""Method declarations and the trainer config nodes derived from them (``extend_cfg``).
 
-Merged after Dassl's defaults and before any YAML file, so the official method YAMLs merge unchanged
-(yacs rejects keys that do not exist yet). One node per method; ``PREC`` is per method as upstream.
+Every method module ``trainers/<name>.py`` declares its method once, in a module-level literal::
+
+    METHOD = {
+        "key": "kgcoop",                 # short name: scripts/<key>/, --methods, sweep tables
+        "trainer": "KgCoOp",             # registered trainer class name (--trainer, output folder)
+        "node": "KGCOOP",                # config node TRAINER.<node>
+        "config": {"N_CTX": 16, ...,     # the node's keys and defaults (must hold PREC and
+                   "PREC": "fp16",       #   UPSTREAM_NUMERICS)
+                   "UPSTREAM_NUMERICS": False},
+        "checkpoint": "prompt_learner",  # registered model name = checkpoint folder; None: zero-shot
+        "b2n_cfg": "vit_b16_ep100_ctxv1",  # configs/trainers/<config_dir>/<b2n_cfg>.yaml (base-to-novel)
+        "xd_cfg": "vit_b16_ep100_ctxv1",   # cross-dataset / domain-generalisation training config
+        "order": 25,                     # position in --methods all and the result tables
+        # optional: "config_dir" (default: trainer), "b2n_cfg_per_dataset" ({dataset: cfg}),
+        #           "prec" (official precision; default config["PREC"]), "aliases" (()),
+        #           "zero_shot" (False), "title" (table row name; default trainer)
+    }
+
+The literal is read with :mod:`ast` (no import, no torch), so the torch-free tools (the sweep
+planner, run records) and ``extend_cfg`` see exactly what the trainer class sees
+(``trainers.base.register_method(METHOD)`` sets the class's ``CFG_NODE`` and ``MODEL_NAME`` from it).
+``extend_cfg`` adds one node per declared ``node`` (merged after Dassl's defaults and before any
+YAML file, so the official method YAMLs merge unchanged: yacs rejects keys that do not exist yet).
 ``UPSTREAM_NUMERICS`` (every node, default False): True reproduces the official code's arithmetic
-under ``PREC fp16`` (fp16 learned tensors where upstream has them, logits/normalisation/loss in the
-backbone dtype, VPT's fp32 backbone); docs/METHODS.md lists every case.
+under ``PREC fp16`` (docs/METHODS.md lists every case).
 """
+import ast
+import glob
+import os
+
 from yacs.config import CfgNode as CN
 
+from engine.precision import PREC_NAMES  # torch-free
 
-def extend_cfg(cfg):
-    """Add every trainer node (TRAINER.COOP, COCOOP, MAPLE, COMMA, IVLP, VPT, ZSCLIP) to ``cfg`` in place."""
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, bf16, amp
-    cfg.TRAINER.COOP.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # 'middle', 'end' or 'front'
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
-    cfg.TRAINER.COCOOP.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
+#: required declaration fields and their types
+REQUIRED = {"key": str, "trainer": str, "node": str, "config": dict, "b2n_cfg": str, "xd_cfg": str,
+            "order": int}
+#: optional fields, their types and defaults (None = derived, see :func:`_complete`)
+OPTIONAL = {"checkpoint": ((str, type(None)), "prompt_learner"), "config_dir": (str, None),
+            "b2n_cfg_per_dataset": (dict, {}), "prec": (str, None), "aliases": ((tuple, list), ()),
+            "zero_shot": (bool, False), "title": (str, None)}
 
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-    cfg.TRAINER.MAPLE.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # max 12, min 1 (1 = shallow MaPLe)
+_CACHE = {}
 
-    cfg.TRAINER.COMMA = CN()
-    cfg.TRAINER.COMMA.N_CTX = 2
-    cfg.TRAINER.COMMA.CTX_INIT = "a photo of a"
-    cfg.TRAINER.COMMA.PREC = "fp16"
-    cfg.TRAINER.COMMA.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
-    cfg.TRAINER.COMMA.PROMPT_DEPTH = 9
-    cfg.TRAINER.COMMA.WEIGHT = 1.0  # lambda of L = L_ce + lambda * L_kd
-    cfg.TRAINER.COMMA.LAST_LAYER = 1  # K: L_kd over the real last K text blocks
-    # False: official code (generated vision prompts carry no gradient; generator keeps its seeded
-    # init) -- the published numbers. True: the paper's intent (generator trained end to end).
-    cfg.TRAINER.COMMA.TRAIN_GENERATOR = False
-    # L_kd positions: "all" = every context position (official; the training text pass then runs all
-    # 77), "real" = each class's positions up to its EOT (the pass is truncated like the others).
-    cfg.TRAINER.COMMA.KD_TOKENS = "all"
 
-    cfg.TRAINER.IVLP = CN()
-    cfg.TRAINER.IVLP.N_CTX_VISION = 2
-    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
-    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
-    cfg.TRAINER.IVLP.PREC = "fp16"
-    cfg.TRAINER.IVLP.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # 0 = no vision prompts
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # 0 = no text prompts
+def _literal(path):
+    """The ``METHOD = {...}`` literal of a module file, or None when it declares none."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "METHOD" for t in node.targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                raise ValueError(f"{path}: METHOD must be a literal dict (strings, numbers, bools, None, "
+                                 f"tuples, lists, dicts)") from None
+    return None
 
-    cfg.TRAINER.VPT = CN()
-    cfg.TRAINER.VPT.N_CTX_VISION = 2
-    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"
-    cfg.TRAINER.VPT.PREC = "fp16"
-    cfg.TRAINER.VPT.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
-    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # 1 = shallow VPT
 
-    cfg.TRAINER.ZSCLIP = CN()
-    cfg.TRAINER.ZSCLIP.PREC = "fp16"
-    cfg.TRAINER.ZSCLIP.UPSTREAM_NUMERICS = False  # True: the official fp16 arithmetic
+def _complete(decl, path):
+    """Check the fields of one declaration and fill the optional ones (one-line errors)."""
+    if not isinstance(decl, dict):
+        raise ValueError(f"{path}: METHOD must be a dict, got {type(decl).__name__}")
+    unknown = sorted(set(decl) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise ValueError(f"{path}: unknown METHOD field(s) {unknown}; expected {sorted({**REQUIRED, **OPTIONAL})}")
+    for name, kind in REQUIRED.items():
+        if not isinstance(decl.get(name), kind):
+            raise ValueError(f"{path}: METHOD[{name!r}] must be of type {kind.__name__}, got {decl.get(name)!r}")
+    out = dict(decl)
+    for name, (kind, default) in OPTIONAL.items():
+        if name in out and not isinstance(out[name], kind):
+            raise ValueError(f"{path}: METHOD[{name!r}] has the wrong type: {out[name]!r}")
+        out.setdefault(name, default)
+    config = out["config"]
+    for key in ("PREC", "UPSTREAM_NUMERICS"):
+        if key not in config:
+            raise ValueError(f"{path}: METHOD['config'] must define {key} (TRAINER.{out['node']}.{key})")
+    out["config_dir"] = out["config_dir"] or out["trainer"]
+    out["prec"] = out["prec"] or config["PREC"]
+    out["title"] = out["title"] or out["trainer"]
+    out["aliases"] = tuple(out["aliases"])
+    out["b2n_cfg_per_dataset"] = dict(out["b2n_cfg_per_dataset"])
+    for key, value in (("config.PREC", config["PREC"]), ("prec", out["prec"])):
+        if value not in PREC_NAMES:
+            raise ValueError(f"{path}: METHOD {key} must be one of {', '.join(PREC_NAMES)}, got {value!r}")
+    out["path"] = path
+    return out
 
+
+def method_declarations(directory=HERE):
+    """Every ``METHOD`` declared by a module of ``directory``, completed, sorted by ``order``.
+
+    Duplicated keys, trainer names, aliases or config nodes are one-line ``ValueError``s.
+    """
+    directory = os.path.abspath(directory)
+    paths = sorted(glob.glob(os.path.join(directory, "*.py")))
+    stamp = tuple((p, os.path.getmtime(p)) for p in paths)
+    cached = _CACHE.get(directory)
+    if cached and cached[0] == stamp:
+        return [dict(d) for d in cached[1]]
+    decls = []
+    for path in paths:
+        decl = _literal(path)
+        if decl is not None:
+            decls.append(_complete(decl, path))
+    seen = {}
+    for decl in decls:
+        for field in ("key", "trainer", "node"):
+            names = {decl[field].lower()}
+            if field == "trainer":
+                names |= {a.lower() for a in decl["aliases"]}
+            for name in sorted(names):
+                if (field, name) in seen:
+                    raise ValueError(f"{decl['path']}: METHOD {field} {name!r} is already declared in "
+                                     f"{seen[(field, name)]}")
+                seen[(field, name)] = decl["path"]
+    decls.sort(key=lambda d: (d["order"], d["key"]))
+    _CACHE[directory] = (stamp, decls)
+    return [dict(d) for d in decls]
+
+
+def extend_cfg(cfg, directory=HERE):
+    """Add ``TRAINER.<node>`` with its declared defaults for every declared method, in place; returns ``cfg``."""
+    for decl in method_declarations(directory):
+        cfg.TRAINER[decl["node"]] = CN(dict(decl["config"]))
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     return cfg

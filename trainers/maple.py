@@ -1,6 +1,6 @@
 """MaPLe: multi-modal prompt learning (Khattak et al., CVPR 2023), config node ``TRAINER.MAPLE``.
 
-Language branch (shared with CoMMA, see :func:`build_text_context`):
+Language branch (shared with CoMMA, see :func:`text_context`):
   ``ctx`` P_t^1 (n x Dt) initialised from the first ``N_CTX`` tokens of ``CTX_INIT`` when it is set
   and ``N_CTX <= 4`` -- the sentence stays the full ``"<CTX_INIT> <class>."`` so the remaining init
   words ("of a") are fixed tokens -- else N(0, 0.02) with the sentence ``"X X <class>."``.
@@ -17,89 +17,67 @@ Precision: every learned tensor is an fp32 master copy, except ``ctx`` and ``pro
 """
 import copy
 
-import torch
 import torch.nn as nn
 
-from engine.trainer import TRAINER_REGISTRY
 from engine.precision import learned_dtype
-from trainers.base import PromptCLIP, PromptTrainer, build_class_prompts, init_context_from_text
+from trainers.base import PromptCLIP, PromptTrainer, register_method
+from trainers.prompts import ClassSentences, check_prompt_depth, deep_prompt_list, encoder_widths, init_context
+
+METHOD = {
+    "key": "maple",
+    "trainer": "MaPLe",
+    "node": "MAPLE",
+    "config": {
+        "N_CTX": 2,
+        "CTX_INIT": "a photo of a",
+        "PREC": "fp16",
+        "UPSTREAM_NUMERICS": False,  # True: the official fp16 arithmetic
+        "PROMPT_DEPTH": 9,  # max 12, min 1 (1 = shallow MaPLe)
+    },
+    "checkpoint": "MultiModalPromptLearner",
+    "b2n_cfg": "vit_b16_c2_ep5_batch4_2ctx",
+    "xd_cfg": "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+    "order": 60,
+}
 
 #: MaPLe initialises ctx from CTX_INIT only up to this many context tokens (official ``n_ctx <= 4``).
 MAX_CTX_FROM_INIT = 4
 
 
-def encoder_widths(clip_model):
-    """``(text width Dt, vision width Dv)`` of a CLIP ViT (read from the model, never hard-coded)."""
-    text_width = clip_model.ln_final.weight.shape[0]
-    visual = clip_model.visual
-    if not hasattr(visual, "class_embedding"):
-        raise ValueError(f"multi-modal prompts need a ViT image encoder, got {type(visual).__name__}")
-    return text_width, visual.class_embedding.shape[0]
-
-
-def check_prompt_depth(node_name, node, clip_model):
-    """``1 <= PROMPT_DEPTH <= number of blocks`` of both encoders, ``N_CTX >= 1`` (one-line errors)."""
-    depth, n_ctx = int(node.PROMPT_DEPTH), int(node.N_CTX)
+def check_depth(node_name, node, clip_model):
+    """``1 <= PROMPT_DEPTH <=`` blocks of both encoders and ``N_CTX >= 1``: ``(depth, n_ctx)``."""
     layers = min(clip_model.transformer.layers, clip_model.visual.transformer.layers)
-    if not 1 <= depth <= layers:
-        raise ValueError(f"TRAINER.{node_name}.PROMPT_DEPTH must be in 1..{layers} for this backbone, got {depth}")
-    if n_ctx < 1:
-        raise ValueError(f"TRAINER.{node_name}.N_CTX must be >= 1, got {n_ctx}")
-    return depth, n_ctx
+    return check_prompt_depth(f"TRAINER.{node_name}.PROMPT_DEPTH", node.PROMPT_DEPTH, node.N_CTX, layers,
+                              minimum=1, ctx_key=f"TRAINER.{node_name}.N_CTX")
 
 
-def build_text_context(clip_model, classnames, n_ctx, ctx_init):
-    """MaPLe/CoMMA shallow text prompt and class sentences.
-
-    Returns ``(ctx [n, Dt] fp32 initial value, tokenized [C, 77], embedding [C, 77, Dt])``.
-    """
-    text_width = clip_model.ln_final.weight.shape[0]
-    if ctx_init and n_ctx <= MAX_CTX_FROM_INIT:
-        prompt_prefix = ctx_init.replace("_", " ")
-        ctx = init_context_from_text(clip_model, prompt_prefix, n_ctx)
-    else:
-        ctx = torch.empty(n_ctx, text_width, dtype=torch.float32)
-        nn.init.normal_(ctx, std=0.02)
-        prompt_prefix = " ".join(["X"] * n_ctx)
-    tokenized, embedding = build_class_prompts(clip_model, classnames, prompt_prefix)
-    return ctx, tokenized, embedding
+def text_context(clip_model, node_name, n_ctx, ctx_init):
+    """MaPLe's shallow text prompt: ``(ctx [n, Dt] fp32, sentence prefix)`` (:func:`init_context`
+    with the official limit of 4 tokens initialised from ``CTX_INIT``)."""
+    return init_context(clip_model, n_ctx, ctx_init, key=f"TRAINER.{node_name}.N_CTX",
+                        max_from_init=MAX_CTX_FROM_INIT)
 
 
-class TextPromptMixin:
-    """Shared sentence assembly: ``[SOS] ctx <suffix>`` per class, in the backbone dtype."""
-
-    def _register_sentences(self, tokenized, embedding, n_ctx):
-        self.register_buffer("token_prefix", embedding[:, :1, :].clone())  # SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:, :].clone())  # words, class, EOT
-        self.register_buffer("tokenized_prompts", tokenized.clone(), persistent=False)
-
-    def sentence_embeddings(self):
-        """``[C, 77, Dt]`` token embeddings with positions 1..n replaced by ``ctx``."""
-        prefix, suffix = self.token_prefix, self.token_suffix
-        ctx = self.ctx.to(prefix.dtype).unsqueeze(0).expand(prefix.shape[0], -1, -1)
-        return torch.cat([prefix, ctx, suffix], dim=1)
-
-
-class MultiModalPromptLearner(TextPromptMixin, nn.Module):
+class MultiModalPromptLearner(ClassSentences):
     """MaPLe's prompt learner (official name and parameter keys)."""
+
+    NODE = "MAPLE"
 
     def __init__(self, cfg, clip_model, classnames):
         super().__init__()
-        node = cfg.TRAINER.MAPLE
-        depth, n_ctx = check_prompt_depth("MAPLE", node, clip_model)
+        node = cfg.TRAINER[self.NODE]
+        depth, n_ctx = check_depth(self.NODE, node, clip_model)
         text_width, vision_width = encoder_widths(clip_model)
-        ctx, tokenized, embedding = build_text_context(clip_model, classnames, n_ctx, node.CTX_INIT)
+        ctx, prompt_prefix = text_context(clip_model, self.NODE, n_ctx, node.CTX_INIT)
         dtype = learned_dtype(clip_model.dtype, node.get("UPSTREAM_NUMERICS", False))  # upstream: proj.half()
         # creation order as upstream (proj, ctx, text prompts, projections): same RNG use per seed
         self.proj = nn.Linear(text_width, vision_width).to(dtype)
         self.ctx = nn.Parameter(ctx.to(dtype))
-        self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)) for _ in range(depth - 1)]
-        )
+        self.compound_prompts_text = deep_prompt_list(depth - 1, n_ctx, text_width)
         single_layer = nn.Linear(text_width, vision_width)
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single_layer) for _ in range(depth - 1)])
-        self._register_sentences(tokenized, embedding, n_ctx)
-        self.n_ctx, self.depth = n_ctx, depth
+        self.set_sentences(clip_model, classnames, prompt_prefix, n_ctx)
+        self.depth = depth
 
     def text_prompts(self):
         """``(sentence embeddings [C, 77, Dt], deep text prompts [J-1 x (n, Dt)])``."""
@@ -131,12 +109,9 @@ class MultiModalCLIP(PromptCLIP):
         return self.image_encoder(image.to(self.dtype), shallow, deep or None)
 
 
-@TRAINER_REGISTRY.register()
+@register_method(METHOD)
 class MaPLe(PromptTrainer):
     """MaPLe trainer: CE loss on ``exp(tau) cos(f, g)`` logits; official config node and model name."""
-
-    CFG_NODE = "MAPLE"
-    MODEL_NAME = "MultiModalPromptLearner"
 
     def build_custom_model(self, clip_model, classnames):
         return MultiModalCLIP(clip_model, classnames, MultiModalPromptLearner(self.cfg, clip_model, classnames))

@@ -14,12 +14,28 @@ Config node ``TRAINER.VPT``: ``N_CTX_VISION``, ``PROMPT_DEPTH_VISION`` (>= 1), `
 ``UPSTREAM_NUMERICS`` True: ``PREC fp16`` runs as fp32, because the official ``vpt.py`` returns
 ``model.float()`` from ``load_clip_to_cpu`` (its backbone is fp32 whatever ``PREC`` says).
 """
-from engine.trainer import TRAINER_REGISTRY
 from engine.utils.logger import get_logger
-from trainers.base import PromptCLIP, PromptTrainer, upstream_numerics_enabled
-from trainers.ivlp import VisionPrompts, legacy_prompt_keys
+from trainers.base import PromptCLIP, PromptTrainer, register_method, upstream_numerics_enabled
+from trainers.prompts import VisionPrompts, check_prompt_depth, legacy_prompt_keys, template_text_features
 from trainers.templates import template_for
-from trainers.zsclip import template_text_features
+
+METHOD = {
+    "key": "vpt",
+    "trainer": "VPT",
+    "node": "VPT",
+    "config": {
+        "N_CTX_VISION": 2,
+        "CTX_INIT": "a photo of a",
+        "PREC": "fp16",
+        "UPSTREAM_NUMERICS": False,  # True: the official fp16 arithmetic
+        "PROMPT_DEPTH_VISION": 1,  # 1 = shallow VPT
+    },
+    "checkpoint": "prompt_learner",
+    "b2n_cfg": "vit_b16_c2_ep5_batch4_4",
+    "xd_cfg": "vit_b16_c2_ep5_batch4_4",
+    "prec": "fp32",  # the official vpt.py casts CLIP to fp32 whatever PREC says
+    "order": 40,
+}
 
 
 class VPTCLIP(PromptCLIP):
@@ -28,14 +44,8 @@ class VPTCLIP(PromptCLIP):
     def __init__(self, clip_model, classnames, n_ctx_vision=2, depth_vision=1, template="a photo of a {}.",
                  upstream_numerics=False):
         super().__init__(clip_model, classnames)
-        layers = self.image_encoder.layers
-        if layers == 0:
-            raise ValueError("VPT needs a ViT backbone (MODEL.BACKBONE.NAME ViT-*): ResNets take no visual prompts")
-        if not 1 <= depth_vision <= layers:
-            raise ValueError(f"TRAINER.VPT.PROMPT_DEPTH_VISION must be between 1 and the vision encoder's "
-                             f"{layers} layers, got {depth_vision}")
-        if n_ctx_vision < 1:
-            raise ValueError(f"TRAINER.VPT.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
+        check_prompt_depth("TRAINER.VPT.PROMPT_DEPTH_VISION", depth_vision, n_ctx_vision, self.image_encoder.layers,
+                           minimum=1, ctx_key="TRAINER.VPT.N_CTX_VISION", what="vision")
         self.prompt_learner = VisionPrompts(n_ctx_vision, depth_vision, self.image_encoder.width)
         self.template = template
         fixed = template_text_features(clip_model, self.text_encoder, classnames, [template], upstream_numerics)
@@ -51,12 +61,10 @@ class VPTCLIP(PromptCLIP):
         return legacy_prompt_keys(state_dict, vision_prefix="prompt_learner.")
 
 
-@TRAINER_REGISTRY.register()
+@register_method(METHOD)
 class VPT(PromptTrainer):
     """VPT trainer (``TRAINER.VPT``); registers the whole model as ``prompt_learner`` (as upstream)."""
 
-    CFG_NODE = "VPT"
-    MODEL_NAME = "prompt_learner"
     CACHE_TEXT_AT_EVAL = False  # the fixed features are the cache
 
     @classmethod
@@ -69,12 +77,8 @@ class VPT(PromptTrainer):
             return "fp32"
         return prec
 
-    @property
-    def prec(self):
-        return self.prec_name(self.cfg)
-
     def build_custom_model(self, clip_model, classnames):
-        node = self.cfg.TRAINER.VPT
+        node = self.cfg.TRAINER[self.CFG_NODE]
         return VPTCLIP(clip_model, classnames, n_ctx_vision=node.N_CTX_VISION,
                        depth_vision=node.PROMPT_DEPTH_VISION, template=template_for(self.cfg, {}),
                        upstream_numerics=self.upstream_numerics)

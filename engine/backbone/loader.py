@@ -1,10 +1,12 @@
-"""Build the unmodified OpenAI ``clip.model.CLIP`` from config (issue 2 item 7).
+"""Build the backbone from config: the unmodified OpenAI ``clip.model.CLIP``, or an OpenCLIP model.
 
-Config keys: ``MODEL.BACKBONE.NAME`` (a ``clip.available_models()`` name or ``ViT-Tiny/16``),
-``MODEL.BACKBONE.PATH`` (a weights file; architecture inferred from it),
-``MODEL.BACKBONE.RANDOM_INIT`` (seeded random weights, seed ``SEED`` if >= 0 else 0),
-``INPUT.SIZE`` (must equal the model's ``visual.input_resolution``).
-The model is returned in fp32, on CPU, in ``eval()`` mode; callers move / cast / freeze it.
+Config keys: ``MODEL.BACKBONE.NAME`` (a ``clip.available_models()`` name, ``ViT-Tiny/16``, or
+``open_clip:<architecture>``, see ``engine.backbone.open_clip_backbone``), ``MODEL.BACKBONE.PATH`` (a
+weights file; for OpenAI names the architecture is inferred from it, and a file recognisably holding
+OpenCLIP weights is refused), ``MODEL.BACKBONE.PRETRAINED`` (an OpenCLIP pretrained tag; Dassl's bool
+otherwise, unused), ``MODEL.BACKBONE.RANDOM_INIT`` (seeded random weights, seed ``SEED`` if >= 0 else
+0), ``INPUT.SIZE`` (must equal the model's image size). The model is returned in fp32, on CPU, in
+``eval()`` mode; callers move / cast / freeze it.
 """
 import torch
 
@@ -12,11 +14,13 @@ from engine.utils.logger import get_logger
 
 from ._clip import CLIP, VisionTransformer, clip
 from .architectures import TINY_NAME, architecture_from_state_dict, get_architecture
+from .open_clip_backbone import PREFIX as OPEN_CLIP_PREFIX, is_open_clip_name, load_open_clip, openclip_evidence
 from .weights import locate_weights, read_state_dict
 
 
 def available_backbones() -> list:
-    """Names accepted by ``MODEL.BACKBONE.NAME``: ``clip.available_models()`` plus ``ViT-Tiny/16``."""
+    """OpenAI names accepted by ``MODEL.BACKBONE.NAME``: ``clip.available_models()`` plus ``ViT-Tiny/16``
+    (and any ``open_clip:<architecture>`` of ``open_clip.list_models()``)."""
     return list(clip.available_models()) + [TINY_NAME]
 
 
@@ -81,6 +85,13 @@ def load_clip(cfg) -> CLIP:
     logger = get_logger()
     bb = cfg.MODEL.BACKBONE
     name, path, random_init = bb.NAME, bb.PATH, bool(bb.RANDOM_INIT)
+    if is_open_clip_name(name):
+        return load_open_clip(cfg, _check_input_size)
+    tag = bb.get("PRETRAINED", True)
+    if isinstance(tag, str) and tag:
+        raise ValueError(f"MODEL.BACKBONE.PRETRAINED {tag!r} is an OpenCLIP pretrained tag; it needs "
+                         f"MODEL.BACKBONE.NAME {OPEN_CLIP_PREFIX}<architecture> (e.g. {OPEN_CLIP_PREFIX}ViT-B-16), "
+                         f"not the OpenAI name {name!r}")
     if random_init and path:
         raise ValueError(f"MODEL.BACKBONE.RANDOM_INIT True conflicts with MODEL.BACKBONE.PATH {path!r}; set only one")
     if random_init:
@@ -101,13 +112,18 @@ def load_clip(cfg) -> CLIP:
             get_architecture(name)  # raises the "unknown name / did you mean" error
         source = locate_weights(name)
     state_dict = read_state_dict(source)
+    evidence = openclip_evidence(state_dict)
+    if evidence:
+        raise ValueError(f"{source} holds OpenCLIP weights ({evidence}), not OpenAI CLIP's; set MODEL.BACKBONE.NAME "
+                         f"{OPEN_CLIP_PREFIX}<architecture> (e.g. {OPEN_CLIP_PREFIX}ViT-B-16)")
     try:
         model = load_clip_from_state_dict(state_dict)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     vit = isinstance(model.visual, VisionTransformer)
-    logger.info(f"Loaded CLIP weights from {source} ({'ViT' if vit else 'ResNet'}, image size "
+    logger.info(f"Loaded CLIP weights from {source}: OpenAI CLIP architecture ({'ViT' if vit else 'ResNet'}, "
+                f"QuickGELU activation), image size "
                 f"{model.visual.input_resolution}, text width {model.transformer.width}, "
-                f"{model.transformer.layers} text blocks, embed dim {model.text_projection.shape[1]})")
+                f"{model.transformer.layers} text blocks, embed dim {model.text_projection.shape[1]}")
     _check_input_size(cfg.INPUT.SIZE, model.visual.input_resolution, f"the CLIP weights in {source}")
     return model

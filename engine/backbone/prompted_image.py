@@ -1,4 +1,4 @@
-"""Prompted CLIP image encoder (issue 4 item 1; VPT / IVLP / MaPLe / COMMA vision prompts).
+"""Prompted CLIP image encoder (VPT / IVLP / MaPLe / COMMA vision prompts).
 
 ViT backbones: drives CLIP's own ``conv1``, ``class_embedding``, ``positional_embedding``,
 ``ln_pre``, ``transformer.resblocks``, ``ln_post`` and ``proj``. The shallow prompt P_v^1 (n
@@ -6,14 +6,36 @@ tokens, no positional embedding) is appended after CLS + patches (+ pos-emb), be
 before block j (1-based, j = 2..J) the last n tokens are overwritten by P_v^j
 (``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
 ResNet backbones: no prompts; ``forward(images)`` is ``clip_model.visual(images)``.
+OpenCLIP ViTs (``engine.backbone.open_clip_backbone``): the same parts, each block through its own
+``forward`` (layer scale, batch-first attention), then open_clip's pooling: ``tok`` = CLS token,
+``avg`` = mean over the patch tokens (prompt tokens excluded), ``ln_post`` before or after pooling
+as its ``final_ln_after_pool`` says. Patch dropout is inactive (the frozen backbone is in eval mode).
 """
 import torch
 from torch import nn
 
 from ._clip import VisionTransformer
 from ._prompts import prompt_tokens
+from .prompted_text import block_runner, run_block
 
 _VIT_PARTS = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+
+
+def _run_clip_block(block, x, attn_mask):
+    """OpenAI CLIP's vision block: its own ``forward`` (no mask), sequence-first."""
+    return block(x)
+
+
+def input_resolution(visual) -> int:
+    """Square image size R of an image tower: OpenAI's ``input_resolution`` or open_clip's ``image_size``."""
+    res = getattr(visual, "input_resolution", None)
+    if res is None:
+        size = visual.image_size
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        if size[0] != size[1]:
+            raise ValueError(f"image encoder: non-square image size {size} is not supported")
+        res = size[0]
+    return int(res)
 
 
 class PromptedImageEncoder(nn.Module):
@@ -28,15 +50,22 @@ class PromptedImageEncoder(nn.Module):
     def __init__(self, clip_model):
         super().__init__()
         visual = clip_model.visual
-        self.is_vit = isinstance(visual, VisionTransformer)
+        self.is_vit = isinstance(visual, VisionTransformer) or all(hasattr(visual, n) for n in _VIT_PARTS)
         if self.is_vit:
             for name in _VIT_PARTS:
                 setattr(self, name, getattr(visual, name))
+            runner = block_runner(self.transformer)
+            self._run_block = _run_clip_block if runner is run_block else runner
+            self.pool_type = getattr(visual, "pool_type", "tok")
+            self.final_ln_after_pool = bool(getattr(visual, "final_ln_after_pool", False))
+            if getattr(visual, "attn_pool", None) is not None or self.pool_type not in ("tok", "avg"):
+                raise ValueError("image encoder: attention pooling / pool type "
+                                 f"{self.pool_type!r} is not supported by the prompted image encoder")
         else:
             for name, child in visual.named_children():
                 self.add_module(name, child)
             object.__setattr__(self, "_resnet", visual)  # unregistered: its children are ours already
-        self.input_resolution = visual.input_resolution
+        self.input_resolution = input_resolution(visual)
         self.embed_dim = visual.output_dim
 
     @property
@@ -87,10 +116,14 @@ class PromptedImageEncoder(nn.Module):
                     raise ValueError(f"deep_prompts[{i - 1}]: {p.shape[0]} tokens, expected {n} "
                                      f"(the shallow prompt length)")
                 x = torch.cat([x[:-n], p], dim=0)
-            x = block(x)
+            x = self._run_block(block, x, None)
         x = x.permute(1, 0, 2)
 
-        x = self.ln_post(x[:, 0, :])
+        if self.pool_type == "avg":  # open_clip: mean over the patch tokens
+            tokens = x[:, 1:x.shape[1] - n]
+            x = self.ln_post(tokens.mean(dim=1)) if self.final_ln_after_pool else self.ln_post(tokens).mean(dim=1)
+        else:  # CLS token (LayerNorm acts per token: before or after pooling is the same)
+            x = self.ln_post(x[:, 0, :])
         if self.proj is not None:
             x = x @ self.proj
         return x

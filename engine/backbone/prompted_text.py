@@ -2,8 +2,9 @@
 
 Drives CLIP's own ``positional_embedding``, ``transformer.resblocks`` (their ``attn``, ``ln_1``,
 ``mlp`` and ``ln_2``, with CLIP's causal mask), ``ln_final`` and ``text_projection``; CLIP itself is
-not modified. The caller builds the token embeddings, with the shallow prompt P_t^1 already at
-positions ``1..n``. Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the
+not modified. OpenCLIP text towers (``engine.backbone.open_clip_backbone``) are driven the same way,
+each block through its own ``forward`` (layer scale, batch-first attention) with the cropped mask.
+The caller builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``. Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the
 deep prompt P_t^j (``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
 
 Speed and memory (``engine.backbone.text_plan``): because attention is causal, a pass runs only the
@@ -43,6 +44,45 @@ def run_block(block, x, attn_mask):
     return x + block.mlp(block.ln_2(x))
 
 
+def run_open_clip_block(block, x, attn_mask):
+    """An open_clip block (``ln_1, attn, ls_1, ln_2, mlp, ls_2``; its own ``forward``) on sequence-first ``x``
+    with a batch-first transformer (open_clip's default)."""
+    return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+
+
+def run_open_clip_block_seq_first(block, x, attn_mask):
+    """An open_clip block of a sequence-first transformer (``batch_first=False``) on sequence-first ``x``."""
+    return block(x, attn_mask=attn_mask)
+
+
+def block_runner(transformer):
+    """``f(block, x [L,N,D], mask)`` driving the blocks of ``transformer``: OpenAI CLIP's (no ``batch_first``
+    attribute) through :func:`run_block`, open_clip's through their own ``forward`` in their layout."""
+    batch_first = getattr(transformer, "batch_first", None)
+    if batch_first is None:
+        return run_block
+    return run_open_clip_block if batch_first else run_open_clip_block_seq_first
+
+
+def project(x, projection):
+    """``x @ text_projection`` (a matrix, OpenAI CLIP and open_clip) or ``text_projection(x)`` (an open_clip
+    ``nn.Linear`` with bias); no projection when it is None."""
+    if projection is None:
+        return x
+    if isinstance(projection, nn.Linear):
+        return projection(x)
+    return x @ projection
+
+
+def projection_dtype_and_dim(projection, width):
+    """``(dtype, output width)`` of a text projection (matrix, ``nn.Linear`` or None)."""
+    if projection is None:
+        return None, width
+    if isinstance(projection, nn.Linear):
+        return projection.weight.dtype, projection.out_features
+    return projection.dtype, projection.shape[1]
+
+
 class PromptedTextEncoder(nn.Module):
     """``forward(embeddings [R,L,Dt], tokenized [R,L], deep_prompts=None, return_hidden=0, length=None)``.
 
@@ -63,6 +103,7 @@ class PromptedTextEncoder(nn.Module):
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
+        self._run_block = block_runner(self.transformer)
         self.plan = plan if plan is not None else _DEFAULT_PLAN.get()
         causal = torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
         self.register_buffer("causal_mask", causal, persistent=False)
@@ -71,7 +112,8 @@ class PromptedTextEncoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype = dtype of CLIP's text weights (fp32/fp16/bf16)."""
-        return self.text_projection.dtype
+        dtype, _ = projection_dtype_and_dim(self.text_projection, self.width)
+        return dtype if dtype is not None else self.transformer.resblocks[0].mlp.c_fc.weight.dtype
 
     @property
     def width(self) -> int:
@@ -87,7 +129,7 @@ class PromptedTextEncoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        return self.text_projection.shape[1]
+        return projection_dtype_and_dim(self.text_projection, self.width)[1]
 
     # ------------------------------------------------------------------------------ public API
     def sequence_length(self, tokenized, deep_prompts=None) -> int:
@@ -174,12 +216,12 @@ class PromptedTextEncoder(nn.Module):
                     raise ValueError(f"deep_prompts[{i - 1}]: {n} tokens do not fit after SOS in {x.shape[0]}")
                 x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
             if use_checkpoint:
-                x = checkpoint(run_block, block, x, mask, use_reentrant=False)
+                x = checkpoint(self._run_block, block, x, mask, use_reentrant=False)
             else:
-                x = run_block(block, x, mask)
+                x = self._run_block(block, x, mask)
             if i >= len(blocks) - k:
                 hidden.append(x.permute(1, 0, 2))
         x = self.ln_final(x.permute(1, 0, 2)).to(dtype)
         index = eot[lo:hi]
-        features = x[torch.arange(n_rows, device=x.device), index] @ self.text_projection
+        features = project(x[torch.arange(n_rows, device=x.device), index], self.text_projection)
         return features, hidden

@@ -15,3 +15,10 @@ def tokenize(texts, truncate: bool = False) -> torch.Tensor:
         return clip.tokenize(list(texts), truncate=truncate).long()
     except RuntimeError as err:
         raise ValueError(f"cannot tokenize: {err}") from None
+
+
+def tokenizer_for(model):
+    """The tokenizer of backbone ``model``: its own ``tokenize`` (OpenCLIP backbones) or CLIP's
+    :func:`tokenize`. Both return ``LongTensor[N, context_length]`` with EOT = the highest token id."""
+    own = getattr(model, "tokenize", None)
+    return own if callable(own) else tokenize

@@ -92,6 +92,10 @@ def read_state_dict(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.BACKBONE.PATH {path!r} is not a file")
+    if path.endswith(".safetensors"):
+        raise ValueError(f"MODEL.BACKBONE.PATH {path!r} is a safetensors file (OpenCLIP / Hugging Face weights; "
+                         f"OpenAI's CLIP weights are TorchScript archives); set MODEL.BACKBONE.NAME "
+                         f"open_clip:<architecture> (e.g. open_clip:ViT-B-16)")
     try:
         if _is_torchscript_archive(path):
             with warnings.catch_warnings():  # torch marks TorchScript deprecated; OpenAI ships it

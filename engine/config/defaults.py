@@ -93,7 +93,7 @@ _C.MODEL = CN()
 _C.MODEL.INIT_WEIGHTS = ""  # path to pretrained weights loaded into the model
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # CLIP name, e.g. "ViT-B/16"
-_C.MODEL.BACKBONE.PRETRAINED = True
+_C.MODEL.BACKBONE.PRETRAINED = True  # Dassl's bool, or an OpenCLIP pretrained tag for open_clip: names
 _C.MODEL.BACKBONE.PATH = ""  # added: explicit CLIP weights file
 _C.MODEL.BACKBONE.RANDOM_INIT = False  # added: seeded random weights (tests / offline smoke runs)
 # added: speed/memory plan of the prompted text encoder (engine/backbone/text_plan.py, docs/CONFIG.md)
@@ -141,6 +141,7 @@ _C.OPTIM.WARMUP_RECOUNT = True  # restart the main schedule's epoch count after 
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs (0: only the last)
 _C.TRAIN.PRINT_FREQ = 10  # log line every N batches
+_C.TRAIN.WANDB_PROJECT = ""  # added: Weights & Biases project (train.py --wandb); empty = off
 _C.TRAIN.COUNT_ITER = "train_x"
 
 ###########################

@@ -16,6 +16,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from engine.config.defaults import get_cfg_default
+from engine.precision import PREC_NAMES, check_prec
 
 __all__ = ["ConfigError", "setup_cfg", "merge_from_file", "merge_from_list", "apply_cli_flags", "CHOICES"]
 
@@ -29,7 +30,9 @@ CHOICES = {
     "DATASET.SUBSAMPLE_CLASSES": ("all", "base", "new"),
     "MODEL.TEXT_ENCODER.MEMORY_PLAN": ("auto", "on", "off"),
 }
-PREC_CHOICES = ("fp32", "fp16", "bf16", "amp")
+PREC_CHOICES = PREC_NAMES  # kept name; the list lives in engine.precision
+# Keys that take either type: Dassl's bool, or an OpenCLIP pretrained tag (engine.backbone.open_clip_backbone).
+MIXED_TYPES = {"MODEL.BACKBONE.PRETRAINED": (bool, str)}
 
 
 class ConfigError(ValueError):
@@ -58,6 +61,8 @@ def _coerce(value, default, full_key, raw, source):
     As yacs: ``None`` may replace any value (e.g. ``MODEL.INIT_WEIGHTS: null`` in a YAML).
     """
     if default is None or value is None or type(value) is type(default):
+        return value
+    if isinstance(value, MIXED_TYPES.get(full_key, ())):
         return value
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
@@ -159,6 +164,8 @@ def apply_cli_flags(cfg, args):
         cfg.MODEL.BACKBONE.NAME = get("backbone")
     if get("head"):
         cfg.MODEL.HEAD.NAME = get("head")
+    if get("wandb"):
+        cfg.TRAIN.WANDB_PROJECT = get("wandb")
     return cfg
 
 
@@ -176,10 +183,11 @@ def validate_cfg(cfg):
         if value not in choices:
             raise ConfigError(f"bad value for {full_key}: {value!r}; expected one of {', '.join(choices)}")
     for node_name, node in cfg.TRAINER.items():
-        if isinstance(node, CN) and "PREC" in node and node.PREC not in PREC_CHOICES:
-            raise ConfigError(
-                f"bad value for TRAINER.{node_name}.PREC: {node.PREC!r}; expected one of {', '.join(PREC_CHOICES)}"
-            )
+        if isinstance(node, CN) and "PREC" in node:
+            try:
+                check_prec(node.PREC, f"TRAINER.{node_name}.PREC")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     return cfg
 
 

@@ -1,4 +1,4 @@
-"""``DatasetBase`` (compat note §1.10) plus the consistency checks of issue 3 item 7.
+"""``DatasetBase`` (Dassl's contract) plus consistency checks of the loaded items.
 
 ``num_classes``/``lab2cname``/``classnames`` come from ``train_x`` like Dassl. On construction the
 splits are validated: every label maps to one class name (across all splits), no class name has two

@@ -1,4 +1,4 @@
-"""``DataManager(cfg)``: dataset + loaders + the Dassl summary table (compat note §1.9).
+"""``DataManager(cfg)``: dataset + loaders + the Dassl summary table (Dassl's contract).
 
 Order: ``build_dataset`` first (nothing consumes ``random`` before it, so few-shot picks equal
 Dassl's), then the bulk image-existence check (one clear error before any training), then loaders.

@@ -1,4 +1,4 @@
-"""``Datum``: one labelled image (compat note §1.10).
+"""``Datum``: one labelled image (Dassl's ``impath``, ``label``, ``domain``, ``classname``).
 
 Unlike Dassl's, it does NOT stat the file: existence is checked once, in bulk, by
 ``engine.data.image_check.check_images_exist`` (called by ``DataManager``).

@@ -1,4 +1,4 @@
-"""Few-shot subsets with a JSON cache (compat note §2.4).
+"""Few-shot subsets with a JSON cache (Dassl's sampling rule, cached per dataset, shots and seed).
 
 ``load_or_create_fewshot`` mirrors the CoOp dataset code: the cache
 ``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.json`` holds ``{"train": rows, "val": rows}`` in the split
@@ -57,14 +57,29 @@ def import_fewshot_pickle(pkl_path, json_path, path_prefix, train, val, with_val
     return rows_as_datums(rows["train"], path_prefix), (rows_as_datums(rows["val"], path_prefix) if with_val else val)
 
 
+def _log_short_classes(train, num_shots, log):
+    """One line when some classes have fewer than ``num_shots`` training images (Dassl then uses all of them)."""
+    counts = {}
+    for item in train:
+        counts[item.label] = counts.get(item.label, 0) + 1
+    short = {label: n for label, n in counts.items() if n < num_shots}
+    if short:
+        fewest = min(short.values())
+        log.info(f"DATASET.NUM_SHOTS {num_shots}: {len(short)} of {len(counts)} classes have fewer training images "
+                 f"(fewest: {fewest}); those use all their images, so the subset has "
+                 f"{sum(min(n, num_shots) for n in counts.values()):,} images, not {num_shots * len(counts):,}")
+
+
 def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed, with_val=True):
     """Return ``(train, val)`` K-shot subsets; ``num_shots < 1`` returns the inputs unchanged.
 
     ``with_val=False`` (ImageNet) samples and caches only ``train``; ``val`` is returned unchanged.
     """
-    if num_shots < 1:
-        return train, val
     log = get_logger()
+    if num_shots < 1:
+        log.info(f"DATASET.NUM_SHOTS {num_shots}: no few-shot subset, training on all {len(train):,} training images")
+        return train, val
+    _log_short_classes(train, num_shots, log)
     path = fewshot_cache_path(dataset_dir, num_shots, seed)
     legacy = path[:-len(".json")] + ".pkl"
     if os.path.isfile(path):

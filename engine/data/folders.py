@@ -1,4 +1,4 @@
-"""Resolve ``DATASET.ROOT`` and dataset folders with one-line errors naming the path (issue 3 item 7)."""
+"""Resolve ``DATASET.ROOT`` and dataset folders with one-line errors naming the path."""
 import os
 
 from .base_dataset import DatasetError

@@ -1,4 +1,4 @@
-"""``DatasetWrapper``, the skip-aware collate and ``build_data_loader`` (compat note §1.9).
+"""``DatasetWrapper``, the skip-aware collate and ``build_data_loader`` (Dassl's contract).
 
 Batches are dicts: ``img`` (float tensor), ``label`` (long), ``domain`` (long), ``impath`` (list[str]),
 ``index`` (long); ``img`` is a list of K tensors when ``DATALOADER.K_TRANSFORMS`` K > 1 (train only) and

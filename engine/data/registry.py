@@ -1,4 +1,4 @@
-"""``DATASET_REGISTRY`` and ``build_dataset(cfg)`` (compat note §1.11).
+"""``DATASET_REGISTRY`` and ``build_dataset(cfg)`` (Dassl's registry contract).
 
 Dataset classes register under their Python class name (``DATASET.NAME``). ``build_dataset`` imports the
 top-level ``datasets`` package first so every dataset module has registered itself.

@@ -1,4 +1,4 @@
-"""Few-shot sampling and the base/new class split (compat note §1.10, §2.5).
+"""Few-shot sampling (Dassl's ``generate_fewshot_dataset``) and the base/new class split.
 
 ``generate_fewshot_dataset`` reproduces Dassl exactly: per source, group by label in first-appearance
 order, ``random.sample(items, K)`` per label with the GLOBAL ``random`` module (so the picks depend on
@@ -44,7 +44,8 @@ def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
 
 
 def subsample_classes(*data_sources, subsample="all"):
-    """Base/new split of §2.5; returns a list with one filtered, relabelled list per source."""
+    """Base/new split: labels ``< ceil(n/2)`` are base, the rest new (relabelled from 0); returns one
+    filtered, relabelled list per source."""
     subsample = str(subsample).lower()
     if subsample not in ("all", "base", "new"):
         raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be 'all', 'base' or 'new', got {subsample!r}")

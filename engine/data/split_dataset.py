@@ -1,4 +1,4 @@
-"""``SplitDataset``: the common flow of the CoOp benchmark datasets (compat note §2).
+"""``SplitDataset``: the common flow of the CoOp benchmark datasets (split file, few-shot cache, base/new subsampling).
 
 1. ``<ROOT>/<folder>`` must exist; images live in ``<folder>/<image_subdir>``.
 2. Read ``<folder>/<split_file>`` (paths relative to the image folder, or to the dataset folder when

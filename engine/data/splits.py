@@ -1,4 +1,4 @@
-"""Split files in the CoOp schema (compat note §2.2) and deterministic split generation (§2.6).
+"""Split files in the CoOp schema and deterministic split generation.
 
 Schema: ``{"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}``; ``relpath`` is
 relative to ``path_prefix`` (the image folder; StanfordCars: the dataset folder), forward slashes.
@@ -7,7 +7,7 @@ Files are written atomically with Dassl's ``write_json`` format (indent 4).
 Generation (only with ``DATASET.ALLOW_GENERATED_SPLIT`` True; see ``split_dataset``) uses a
 DEDICATED ``random.Random(SPLIT_SEED)`` so creating a missing split never touches
 the global ``random`` stream that drives few-shot sampling. Listings are sorted, so a generated split
-depends only on the files on disk (it will not equal the released CoOp files, see §2.6).
+depends only on the files on disk (it will not equal the released CoOp files).
 """
 import json
 import os
@@ -144,7 +144,7 @@ def split_groups(groups, p_trn=0.5, p_val=0.2, rng=None):
 
 def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None, rng=None,
                         extensions=None):
-    """DTD-style split of class folders (§2.6): sorted categories minus ``ignored`` (label = index),
+    """DTD-style split of class folders: sorted categories minus ``ignored`` (label = index),
     per class the sorted files (optionally only ``extensions``) split by ``split_groups``."""
     categories = [c for c in listdir_sorted(image_dir, dirs_only=True) if c not in set(ignored)]
     if not categories:
@@ -161,7 +161,7 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
 
 
 def split_trainval(trainval, p_val=0.2, rng=None, source=""):
-    """OxfordPets.split_trainval (§2.6): per label in first-appearance order, shuffle, first
+    """OxfordPets.split_trainval: per label in first-appearance order, shuffle, first
     ``round(p_val*n)`` go to val, the rest to train."""
     rng = rng if rng is not None else random.Random(SPLIT_SEED)
     tracker = {}

@@ -1,4 +1,4 @@
-"""``build_transform(cfg, is_train)``: Dassl's transform builder for the choices CLIP configs use (§1.9).
+"""``build_transform(cfg, is_train)``: Dassl's transform builder for the choices CLIP configs use.
 
 Train: [resize to INPUT.SIZE unless a crop is listed] → random_translation → random_crop
 (INPUT.CROP_PADDING) → random_resized_crop(INPUT.SIZE, scale=INPUT.RRCROP_SCALE) → random_flip →

@@ -1,6 +1,6 @@
 """Find every run under an output root and read its final accuracy.
 
-Recognised layouts (relative to anywhere under the root; ecosystem-compat.md §3):
+Recognised layouts (relative to anywhere under the root; ours and the official repos'):
 
 * ours / MaPLe / CoOp: ``base2new/{train_base,test_base,test_new}/<dataset>/shots_<K>/<trainer>/<cfg>/seed<N>``
 * COMMA: ``base2new/{train_base,test_base,test_new}/shots_<K>/<trainer>/<cfg>/<dataset>/seed<N>``
@@ -8,27 +8,36 @@ Recognised layouts (relative to anywhere under the root; ecosystem-compat.md §3
   ``xd/test/<target>/<trainer>/<cfg>_<K>shots/seed<N>``
 * official xd/dg: ``<source>/<trainer>/<cfg>_<K>shots/seed<N>`` (training) and
   ``evaluation/<trainer>/<cfg>_<K>shots/<target>/seed<N>``
+* ours few-shot: ``fewshot/<dataset>/shots_<K>/<trainer>/<cfg>/seed<N>`` (K = 0: zero-shot CLIP)
+* CoOp ``main.sh`` few-shot: ``<dataset>/<trainer>/<cfg>_<K>shots/nctx<n>_csc<c>_ctp<p>/seed<N>`` and its
+  ``eval.sh`` cross-dataset evaluation ``evaluation/<trainer>/<cfg>_<K>shots/nctx<n>_csc<c>_ctp<p>/<target>/seed<N>``
 
 Roles: ``base`` (train_base, else test_base), ``novel`` (test_new), ``source`` (xd training run's
-own test), ``target`` (xd/dg evaluation; dg when the target is an ImageNet variant). A training
-folder counts only with a result block after its end signal; zero-shot ``train_base`` folders
-and all evaluation folders need only a result block. Each run also carries what its log says about
-how it ran (``engine.repro.logparse.run_facts``: random backbone weights, epochs), so that the tables
-can say what their numbers are.
+own test), ``target`` (xd/dg evaluation; dg when the target is an ImageNet variant), ``all``
+(few-shot). The result of a folder is read from its ``metrics.json`` first
+(``engine.repro.run_metrics.read_metrics``: unrounded accuracy, the epoch evaluated, random weights),
+else from ``log.txt``: a training folder counts only with a result block after its end signal;
+zero-shot ``train_base`` folders and all evaluation folders need only a result block; what the log
+says about how the run ran (``engine.repro.logparse.run_facts``: random backbone weights, epochs) is
+kept, so that the tables can say what their numbers are. ``Run.source`` names the file read.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
 
 from engine.repro._util import get_log
 from engine.repro.logparse import log_files, read_run_result, run_facts
+from engine.repro.run_metrics import METRICS_FILE, read_metrics
 from engine.repro.methods import DG_TARGETS, canonical_trainer, get_method
 
 _SEED = re.compile(r"^seed(-?\d+)$")
 _SHOTS_DIR = re.compile(r"^shots_(\d+)$")
 _CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
+_COOP_TAG = re.compile(r"^nctx\d+_csc\w+_ctp\w+$")
+_COOP_DEFAULT_TAG = "nctx16_cscFalse_ctpend"
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Run:
     log_path: str
     random_weights: bool = False
     epochs: int | None = None
+    source: str = "log.txt"
 
 
 def _is_zero_shot(trainer: str) -> bool:
@@ -65,6 +75,9 @@ def classify(parts):
     if not m:
         return None
     seed = int(m.group(1))
+    found = _classify_fewshot(parts, seed)
+    if found is not None:
+        return found
     for i in range(len(parts) - 1):
         if parts[i] == "base2new" and parts[i + 1] in ("train_base", "test_base", "test_new"):
             rest = parts[i + 2:-1]
@@ -87,6 +100,11 @@ def classify(parts):
             if not cm:
                 continue
             return _xd(parts[i + 1] == "train", trainer, cm, dataset, seed)
+        if parts[i] == "evaluation" and len(parts) - i == 6 and _COOP_TAG.match(parts[i + 3]):
+            trainer, cfg_shots, tag, dataset = parts[i + 1], parts[i + 2], parts[i + 3], parts[i + 4]
+            cm = _CFG_SHOTS.match(cfg_shots)
+            if cm:
+                return _xd(False, trainer, cm, dataset, seed, _coop_cfg(cm.group(1), tag))
         if parts[i] == "evaluation" and len(parts) - i == 5:
             trainer, cfg_shots, dataset = parts[i + 1], parts[i + 2], parts[i + 3]
             cm = _CFG_SHOTS.match(cfg_shots)
@@ -99,9 +117,32 @@ def classify(parts):
     return None
 
 
-def _xd(is_train, trainer, cfg_match, dataset, seed):
+def _coop_cfg(cfg: str, tag: str) -> str:
+    """CoOp main.sh/eval.sh runs: the config name, plus the context settings when not CoOp's defaults."""
+    return cfg if tag == _COOP_DEFAULT_TAG else f"{cfg} {tag}"
+
+
+def _classify_fewshot(parts, seed):
+    """Few-shot layouts (ours and CoOp's main.sh), or None."""
+    for i in range(len(parts) - 1):
+        if parts[i] == "fewshot" and len(parts) - i == 6 and _SHOTS_DIR.match(parts[i + 2]):
+            dataset, shots, trainer, cfg = parts[i + 1], parts[i + 2], parts[i + 3], parts[i + 4]
+            trainer = canonical_trainer(trainer)
+            kind = "eval" if _is_zero_shot(trainer) else "train"
+            return ("fewshot", "all", trainer, cfg, int(_SHOTS_DIR.match(shots).group(1)), dataset, seed, kind,
+                    "fewshot")
+    if len(parts) >= 5 and "evaluation" not in parts and "base2new" not in parts and _COOP_TAG.match(parts[-2]):
+        cm = _CFG_SHOTS.match(parts[-3])
+        if cm:
+            trainer = canonical_trainer(parts[-4])
+            return ("fewshot", "all", trainer, _coop_cfg(cm.group(1), parts[-2]), int(cm.group(2)), parts[-5],
+                    seed, "train", "coop_main")
+    return None
+
+
+def _xd(is_train, trainer, cfg_match, dataset, seed, cfg=None):
     trainer = canonical_trainer(trainer)
-    cfg, shots = cfg_match.group(1), int(cfg_match.group(2))
+    cfg, shots = cfg or cfg_match.group(1), int(cfg_match.group(2))
     if is_train:
         kind = "eval" if _is_zero_shot(trainer) else "train"
         return ("xd", "source", trainer, cfg, shots, dataset, seed, kind, "xd_train")
@@ -116,22 +157,19 @@ def scan(root: str):
     if not os.path.isdir(root):
         raise FileNotFoundError(f"output root not found: {root}")
     found, unfinished = {}, []
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        if not log_files(dirpath):
+        if not log_files(dirpath) and METRICS_FILE not in filenames:
             continue
         parts = os.path.relpath(dirpath, root).replace(os.sep, "/").split("/")
         info = classify(parts)
         if info is None:
             continue
         protocol, role, trainer, cfg, shots, dataset, seed, kind, folder = info
-        block, path = read_run_result(dirpath, kind)
-        if block is None:
+        run = read_run(dirpath, kind, (protocol, role, trainer, cfg, shots, dataset, seed))
+        if run is None:
             unfinished.append(dirpath)
             continue
-        facts = run_facts(path, block.line)
-        run = Run(protocol, role, trainer, cfg, shots, dataset, seed, block.accuracy, path,
-                  facts.random_weights, facts.epochs)
         key = (protocol, role, trainer, cfg, shots, dataset, seed)
         if key in found:
             prev_folder = found[key][1]
@@ -143,6 +181,19 @@ def scan(root: str):
         found[key] = (run, folder)
         # the xd source run also serves the dg table
         if protocol == "xd" and role == "source":
-            found[("dg",) + key[1:]] = (Run("dg", role, trainer, cfg, shots, dataset, seed, block.accuracy, path,
-                                            facts.random_weights, facts.epochs), folder)
+            found[("dg",) + key[1:]] = (dataclasses.replace(run, protocol="dg"), folder)
     return [v[0] for v in found.values()], unfinished
+
+
+def read_run(run_dir: str, kind: str, key: tuple):
+    """The :class:`Run` of one folder (``key`` = protocol, role, trainer, cfg, shots, dataset, seed):
+    from ``metrics.json`` when it is there and current, else from the logs; None when unfinished."""
+    metrics = read_metrics(run_dir, kind)
+    if metrics is not None:
+        return Run(*key, float(metrics["accuracy"]), os.path.join(run_dir, METRICS_FILE),
+                   bool(metrics.get("random_init", False)), metrics.get("epoch"), METRICS_FILE)
+    block, path = read_run_result(run_dir, kind)
+    if block is None:
+        return None
+    facts = run_facts(path, block.line)
+    return Run(*key, block.accuracy, path, facts.random_weights, facts.epochs, os.path.basename(path))

@@ -1,4 +1,4 @@
-"""Entry point of ``scripts/<method>/*.sh``: plan and run one protocol job, skipping finished runs
+"""Entry point of ``scripts/<method>/*.sh``: plan and run protocol jobs, skipping finished runs
 (only when their recorded settings equal the requested ones; otherwise one ``ERROR`` line, exit 2).
 
 Usage (what the scripts call, from the repository root)::
@@ -7,7 +7,14 @@ Usage (what the scripts call, from the repository root)::
     python -m engine.repro.job METHOD base2new_test  DATASET SEED [KEY VALUE ...]
     python -m engine.repro.job METHOD xd_train [DATASET] SEED [KEY VALUE ...]   (DATASET default: imagenet)
     python -m engine.repro.job METHOD xd_test  DATASET SEED [KEY VALUE ...]
+    python -m engine.repro.job METHOD fewshot  DATASET SEED SHOTS [KEY VALUE ...]   (all classes, K shots)
+    python -m engine.repro.job METHOD reproduce DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
+                                  (released weights: test base, then novel; engine.repro.released)
+    python -m engine.repro.job coop coop_main DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (seeds 1 2 3)
+    python -m engine.repro.job coop coop_eval DATASET CFG [KEY VALUE ...]                      (seeds 1 2 3)
+    python -m engine.repro.job zsclip zeroshot DATASET CFG [KEY VALUE ...]
 
+A call with several jobs runs them in order and returns the first non-zero exit code (the others still run).
 Environment: ``DATA`` (dataset root, default ``./data``), ``OUTPUT_ROOT`` (default ``output``),
 ``CFG`` (config name override), ``XD_SOURCE`` (xd source dataset, default ``imagenet``),
 ``CONFIG_ROOT`` (folder holding ``configs/``, default the repo), ``SWEEP_TRAIN_PY`` /
@@ -19,41 +26,80 @@ import os
 import sys
 
 from engine.repro.methods import XD_SOURCE
-from engine.repro.plan import KINDS, Context, PlanError, make_job
+from engine.repro.plan import Context, PlanError, make_job
 from engine.repro.runner import run_single
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USAGE = ("usage: python -m engine.repro.job METHOD {base2new_train,base2new_test,xd_train,xd_test} "
-         "[DATASET] SEED [KEY VALUE ...]")
+         "[DATASET] SEED [KEY VALUE ...] | METHOD fewshot DATASET SEED SHOTS | METHOD reproduce DATASET SEED "
+         "WEIGHTS_DIR | coop coop_main DATASET CFG CTP NCTX SHOTS CSC | coop coop_eval DATASET CFG | "
+         "zsclip zeroshot DATASET CFG")
+#: positional arguments after METHOD KIND, per kind (``xd_train``'s DATASET is optional)
+SIGNATURES = {"base2new_train": ("DATASET", "SEED"), "base2new_test": ("DATASET", "SEED"),
+              "xd_train": ("DATASET", "SEED"), "xd_test": ("DATASET", "SEED"),
+              "fewshot": ("DATASET", "SEED", "SHOTS"), "reproduce": ("DATASET", "SEED", "WEIGHTS_DIR"),
+              "coop_main": ("DATASET", "CFG", "CTP", "NCTX", "SHOTS", "CSC"), "coop_eval": ("DATASET", "CFG"),
+              "zeroshot": ("DATASET", "CFG")}
+SEEDS = (1, 2, 3)  # CoOp's main.sh / eval.sh loop over these
+
+
+def _int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PlanError(f"{name} must be an integer, got {text!r}") from None
 
 
 def parse_argv(argv):
-    """``(method, kind, dataset, seed, opts)`` from the script arguments; ``PlanError`` on bad input."""
+    """``(method, kind, values, opts)``: ``values`` maps the kind's positional names (:data:`SIGNATURES`)
+    to their strings; ``PlanError`` on bad input."""
     if len(argv) < 3:
         raise PlanError(USAGE)
     method, kind, rest = argv[0], argv[1], list(argv[2:])
-    if kind not in KINDS:
-        raise PlanError(f"unknown job kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in SIGNATURES:
+        raise PlanError(f"unknown job kind {kind!r}; expected one of {', '.join(SIGNATURES)}")
+    names = list(SIGNATURES[kind])
+    values = {}
     if kind == "xd_train" and rest and rest[0].lstrip("-").isdigit():
-        dataset = os.environ.get("XD_SOURCE") or XD_SOURCE
-    else:
+        values["DATASET"] = os.environ.get("XD_SOURCE") or XD_SOURCE
+        names.pop(0)
+    for name in names:
         if not rest:
-            raise PlanError(f"{kind} needs DATASET SEED; {USAGE}")
-        dataset = rest.pop(0)
-    if not rest:
-        raise PlanError(f"{kind} needs a SEED after the dataset; {USAGE}")
-    seed_text = rest.pop(0)
-    try:
-        seed = int(seed_text)
-    except ValueError:
-        raise PlanError(f"SEED must be an integer, got {seed_text!r}") from None
-    return method, kind, dataset, seed, rest
+            raise PlanError(f"{kind} needs a {name} (arguments: {' '.join(SIGNATURES[kind])}); {USAGE}")
+        values[name] = rest.pop(0)
+    for name in ("SEED", "SHOTS", "NCTX"):
+        if name in values:
+            _int(name, values[name])
+    return method, kind, values, rest
+
+
+def plan_jobs(ctx: Context, method: str, kind: str, v: dict) -> list:
+    """The jobs of one script call."""
+    ds = v["DATASET"]
+    if kind == "fewshot":
+        return [make_job(ctx, method, "fewshot", ds, int(v["SEED"]), shots=int(v["SHOTS"]))]
+    if kind == "reproduce":
+        ctx.weights = os.path.abspath(v["WEIGHTS_DIR"])
+        if not os.path.isdir(ctx.weights):
+            raise PlanError(f"weights folder not found: {v['WEIGHTS_DIR']} (expected WEIGHTS_DIR/base/seed<N>/"
+                            "<model name>/model.pth.tar-<epoch>, the MaPLe/COMMA release layout)")
+        return [make_job(ctx, method, k, ds, int(v["SEED"])) for k in ("released_base", "released_new")]
+    if kind in ("coop_main", "coop_eval", "zeroshot"):
+        ctx.cfg_override = v["CFG"]
+    if kind == "coop_main":
+        params = {"ctp": v["CTP"], "nctx": int(v["NCTX"]), "csc": v["CSC"]}
+        return [make_job(ctx, method, kind, ds, s, shots=int(v["SHOTS"]), params=params) for s in SEEDS]
+    if kind == "coop_eval":
+        return [make_job(ctx, method, kind, ds, s, shots=16) for s in SEEDS]
+    if kind == "zeroshot":
+        return [make_job(ctx, method, kind, ds, None)]
+    return [make_job(ctx, method, kind, ds, int(v["SEED"]))]
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        method, kind, dataset, seed, opts = parse_argv(argv)
+        method, kind, values, opts = parse_argv(argv)
         out_root = os.environ.get("OUTPUT_ROOT") or "output"
         data_root = os.environ.get("DATA") or "./data"
         if os.path.realpath(os.getcwd()) != os.path.realpath(REPO_ROOT):
@@ -63,16 +109,20 @@ def main(argv=None) -> int:
                       source=os.environ.get("XD_SOURCE") or XD_SOURCE,
                       cfg_override=os.environ.get("CFG") or None,
                       config_root=os.path.abspath(os.environ["CONFIG_ROOT"]) if os.environ.get("CONFIG_ROOT") else None)
-        job = make_job(ctx, method, kind, dataset, seed)
+        jobs = plan_jobs(ctx, method, kind, values)
     except (PlanError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"ERROR: {msg}", file=sys.stderr)
         return 2
-    try:
-        return run_single(job, repo_root=REPO_ROOT, emit=lambda msg: print(msg, flush=True))
-    except KeyboardInterrupt:
-        print(f"Interrupted; re-run the same command to resume {job.output_dir}.", file=sys.stderr)
-        return 130
+    rc = 0
+    for job in jobs:
+        try:
+            code = run_single(job, repo_root=REPO_ROOT, emit=lambda msg: print(msg, flush=True))
+        except KeyboardInterrupt:
+            print(f"Interrupted; re-run the same command to resume {job.output_dir}.", file=sys.stderr)
+            return 130
+        rc = rc or code
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Read Dassl-format ``log.txt`` files: result blocks, end-of-training signals, run status.
 
-Log contract (ecosystem-compat.md §1.5, §1.8): training ends with ``Finish training`` (Dassl >= 0.6.1,
+Log contract (Dassl's and the official forks' log lines): training ends with ``Finish training`` (Dassl >= 0.6.1,
 our engine) or ``Finished training`` (MaPLe/COMMA forks); every evaluation prints::
 
     => result

@@ -1,44 +1,55 @@
-"""Per-method protocol settings (trainer name, configs) and the benchmark dataset lists.
+"""Per-method protocol settings (the sweep's method table) and the benchmark dataset lists.
 
-Config names are those of the official scripts (ecosystem-compat.md §3.1-3.3; MaPLe repo
-``scripts/independent-vlp`` and ``scripts/vpt`` use ``vit_b16_c2_ep5_batch4_2+2ctx`` and
-``vit_b16_c2_ep5_batch4_4`` for base-to-novel AND cross-dataset training, which is what the
-published IVLP row was produced with). CoOp trains base-to-novel with ``vit_b16_ctxv1`` (200 epochs) except ImageNet
-(``vit_b16_ep50_ctxv1``), as the CoCoOp paper's protocol; CoOp and CoCoOp use their ImageNet config
-for the cross-dataset ImageNet training, as CoCoOp's ``xd_train.sh`` does. Environment variable
-``CFG`` overrides the config name of a single run.
+Both come from the registries, read without importing torch: the dataset lists from
+``datasets/benchmark.py``; the method table as follows.
+
+The method table is derived from the method declarations: every ``trainers/<name>.py`` carries a
+literal ``METHOD`` dict (key, trainer, config node and defaults, base-to-novel and cross-dataset
+config names, official precision, checkpoint folder, aliases, zero-shot flag, table order), read
+without importing torch by ``trainers/config.py`` (loaded here by path). ``METHODS`` maps each
+key to a :class:`MethodSpec`; ``METHOD_ORDER`` lists the keys in table order. Environment
+variable ``CFG`` overrides the config name of a single run.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass, field
 
-#: base-to-novel datasets in the papers' table order (config file stems under configs/datasets)
-BASE2NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers",
-                     "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-XD_SOURCE = "imagenet"
-XD_TARGETS = BASE2NEW_DATASETS[1:]
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: folder of the method modules whose ``METHOD`` declarations form the table
+TRAINERS_DIR = os.path.join(REPO_ROOT, "trainers")
 
+
+def _load_by_path(name: str, path: str):
+    """Import the torch-free file ``path`` as a private module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BENCHMARK = _load_by_path("_harness_benchmark_datasets", os.path.join(REPO_ROOT, "datasets", "benchmark.py"))
+#: base-to-novel datasets in the papers' table order (config file stems under configs/datasets)
+BASE2NEW_DATASETS = tuple(_BENCHMARK.BASE2NEW_DATASETS)
+XD_SOURCE = _BENCHMARK.XD_SOURCE
+XD_TARGETS = tuple(_BENCHMARK.XD_TARGETS)
+DG_TARGETS = tuple(_BENCHMARK.DG_TARGETS)
 #: display names used in the tables (papers' column headers)
-DATASET_TITLES = {
-    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
-    "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R", "shapes": "Shapes",
-}
+DATASET_TITLES = dict(_BENCHMARK.DATASET_TITLES)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How one method runs the protocols.
+    """How one method runs the protocols (built from its ``METHOD`` declaration).
 
     ``trainer``: ``--trainer`` value and the ``<trainer>`` folder of the output tree.
     ``config_dir``: folder under ``configs/trainers``. ``b2n_cfg``: base-to-novel config,
-    ``b2n_cfg_per_dataset`` overrides it per dataset (CoOp ImageNet uses 50 epochs).
-    ``xd_cfg``: cross-dataset / DG training config. ``zero_shot``: no training; every job is
-    ``--eval-only`` without a model dir. ``prec``: the ``TRAINER.<METHOD>.PREC`` arithmetic the
-    official scripts effectively trained and tested with (VPT's official model is cast to fp32).
+    ``b2n_cfg_per_dataset`` overrides it per dataset. ``xd_cfg``: cross-dataset / DG training
+    config. ``zero_shot``: no training; every job is ``--eval-only`` without a model dir. ``prec``:
+    the ``TRAINER.<node>.PREC`` arithmetic the official scripts effectively trained and tested with.
+    ``node``: config node; ``checkpoint``: checkpoint folder (None: nothing saved); ``order``:
+    table position; ``title``: table row name.
     """
 
     key: str
@@ -50,30 +61,31 @@ class MethodSpec:
     zero_shot: bool = False
     aliases: tuple = ()
     prec: str = "fp16"
+    node: str = ""
+    checkpoint: str | None = "prompt_learner"
+    order: int = 0
+    title: str = ""
 
     def base2new_cfg(self, dataset: str) -> str:
         return self.b2n_cfg_per_dataset.get(dataset, self.b2n_cfg)
 
 
-METHODS = {
-    "comma": MethodSpec("comma", "CoMMA", "CoMMA", "vit_b16_c2_ep5_batch4_2ctx",
-                        "vit_b16_c2_ep5_batch4_2ctx_cross_datasets", aliases=("COMMA",)),
-    "maple": MethodSpec("maple", "MaPLe", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
-                        "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
-    "coop": MethodSpec("coop", "CoOp", "CoOp", "vit_b16_ctxv1", "vit_b16_ep50_ctxv1",
-                       b2n_cfg_per_dataset={"imagenet": "vit_b16_ep50_ctxv1"}),
-    "cocoop": MethodSpec("cocoop", "CoCoOp", "CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1",
-                         "vit_b16_c4_ep10_batch1_ctxv1"),
-    "ivlp": MethodSpec("ivlp", "IVLP", "IVLP", "vit_b16_c2_ep5_batch4_2+2ctx",
-                       "vit_b16_c2_ep5_batch4_2+2ctx"),
-    "vpt": MethodSpec("vpt", "VPT", "VPT", "vit_b16_c2_ep5_batch4_4", "vit_b16_c2_ep5_batch4_4",
-                      prec="fp32"),
-    "zsclip": MethodSpec("zsclip", "ZeroshotCLIP", "CoOp", "vit_b16", "vit_b16", zero_shot=True,
-                         aliases=("CLIP", "ZeroShotCLIP", "zeroshot")),
-}
+def _declarations(directory: str = TRAINERS_DIR):
+    """The completed ``METHOD`` declarations of ``directory`` (``trainers/config.py`` loaded by path)."""
+    module = _load_by_path("_harness_method_declarations", os.path.join(directory, "config.py"))
+    return module.method_declarations(directory)
+
+
+def load_methods(directory: str = TRAINERS_DIR) -> dict:
+    """``{key: MethodSpec}`` in table order, from the declarations of ``directory``."""
+    names = [f for f in MethodSpec.__dataclass_fields__]
+    return {d["key"]: MethodSpec(**{n: d[n] for n in names}) for d in _declarations(directory)}
+
+
+METHODS = load_methods()
 
 #: method order used by ``--methods all`` and the tables
-METHOD_ORDER = ("zsclip", "coop", "cocoop", "vpt", "ivlp", "maple", "comma")
+METHOD_ORDER = tuple(METHODS)
 
 
 def get_method(name: str) -> MethodSpec:

@@ -1,8 +1,11 @@
-"""PNG figures of the base-to-novel table (matplotlib, Agg backend, no display needed).
+"""PNG figures of the base-to-novel and few-shot tables (matplotlib, Agg backend, no display needed).
 
 * ``base_vs_novel_<method>.png``: one point per dataset (x = mean base, y = mean novel accuracy),
   the average as a star, and the line base = novel;
-* ``hm_per_dataset.png``: grouped bars, HM per dataset (and the Average) for every method.
+* ``hm_per_dataset.png``: grouped bars, HM per dataset (and the Average) for every method;
+* ``fewshot_accuracy.png``: CoOp's figure, one panel per dataset plus the Average, accuracy (mean over
+  seeds) vs shots per class for every method, shots on an evenly spaced axis (0 = zero-shot CLIP,
+  drawn as a star).
 Cells without a value are left out of the figure (never drawn as 0).
 """
 from __future__ import annotations
@@ -25,8 +28,68 @@ def _safe(name: str) -> str:
 
 
 def write_plots(tables: dict, out_dir: str) -> list:
-    """Write the figures for ``tables["base2new"]`` into ``out_dir``; returns the file paths."""
-    t = tables.get("base2new")
+    """Write the figures for ``tables["base2new"]`` and ``tables["fewshot"]`` into ``out_dir``;
+    returns the file paths."""
+    paths = _base2new_plots(tables.get("base2new"), out_dir)
+    if tables.get("fewshot"):
+        paths.append(_fewshot_plot(tables["fewshot"], out_dir))
+    return paths
+
+
+def _save(fig, path: str) -> str:
+    """Write ``fig`` as PNG through ``engine.utils.io`` (temp file + rename)."""
+    import io
+
+    from engine.utils.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _fewshot_plot(t: dict, out_dir: str) -> str:
+    plt = _plt()
+    os.makedirs(out_dir, exist_ok=True)
+    shots = list(t["shots"])
+    pos = {k: i for i, k in enumerate(shots)}
+    panels = [("average", "Average")] + [(d, DATASET_TITLES.get(d, d)) for d in t["datasets"]]
+    ncol = min(4, len(panels))
+    nrow = (len(panels) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, (d, title) in zip(axes.flat, panels):
+        for m, data in t["methods"].items():
+            pts = []
+            for k in shots:
+                if d == "average":
+                    v = data["average"][str(k)]
+                else:
+                    v = data["datasets"][d][str(k)].mean
+                if v is not None:
+                    pts.append((pos[k], v))
+            if not pts:
+                continue
+            if len(pts) == 1 and shots[pts[0][0]] == 0:
+                ax.scatter([pts[0][0]], [pts[0][1]], marker="*", s=120, color="black", label=m)
+            else:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4, label=m)
+        ax.set_xticks(range(len(shots)))
+        ax.set_xticklabels([str(k) for k in shots])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("shots per class", fontsize=8)
+        ax.set_ylabel("accuracy (%)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Few-shot classification (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    path = _save(fig, os.path.join(out_dir, "fewshot_accuracy.png"))
+    plt.close(fig)
+    return path
+
+
+def _base2new_plots(t, out_dir: str) -> list:
     if not t:
         return []
     plt = _plt()
@@ -55,7 +118,7 @@ def write_plots(tables: dict, out_dir: str) -> list:
         ax.set_title(f"{m}: base vs novel (mean over seeds)")
         fig.tight_layout()
         path = os.path.join(out_dir, f"base_vs_novel_{_safe(m)}.png")
-        fig.savefig(path, dpi=120)
+        _save(fig, path)
         plt.close(fig)
         paths.append(path)
     methods = list(t["methods"])
@@ -80,7 +143,7 @@ def write_plots(tables: dict, out_dir: str) -> list:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(out_dir, "hm_per_dataset.png")
-        fig.savefig(path, dpi=120)
+        _save(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths

@@ -27,7 +27,8 @@ RECORD_FILE = "run_record.json"
 RECORD_VERSION = 1
 #: keys that never change a result: where files are, logging, the resume folder, the loader's worker
 #: count (augmentation randomness does not depend on it, engine.data.loader).
-IGNORED_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "RESUME", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS")
+IGNORED_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "RESUME", "TRAIN.PRINT_FREQ", "DATALOADER.NUM_WORKERS",
+                "TRAIN.WANDB_PROJECT")
 _MAX_SHOWN = 4
 
 

@@ -11,17 +11,28 @@ overwritten: the job fails with one line naming the differing keys (``engine.rep
 
 The command is ``[python, train_py] + job.args`` run in the repository root. ``SWEEP_TRAIN_PY`` and
 ``SWEEP_PYTHON`` environment variables replace ``train.py`` and the interpreter (used by tests).
+
+The sweep owns its children: each gets ``HARNESS_PARENT_PID`` so that ``train.py`` asks Linux for
+SIGTERM when the sweep dies, even by SIGKILL (``engine.utils.signals.die_with_parent``); SIGTERM or
+Ctrl-C of the sweep stops the running jobs cleanly (their state saved) and records them as
+``interrupted``; each ``train.py`` holds ``<output_dir>/.run.lock`` for its lifetime, so a second run of
+a job cannot start while the first lives. ``<output root>/.sweep.lock`` keeps two sweeps apart; both
+are :class:`engine.repro.locks.Lock` (atomic, stale-safe, usable across hosts).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from engine.repro._util import atomic_write_json, get_log
+from engine.repro.locks import Lock, LockHeld
 from engine.repro.logparse import run_status
 from engine.repro.plan import Job, checkpoint_problem
 from engine.repro.record import check_settings
@@ -31,6 +42,7 @@ SCRIPT_HINT = ("To keep both, re-run with another OUTPUT_ROOT (e.g. OUTPUT_ROOT=
 SWEEP_HINT = "To keep both, re-run with another --output-root; to replace it, delete that folder."
 
 STATE_FILE = "sweep_state.json"
+STOP_GRACE_S = 60  # seconds a stopped job gets to finish its batch and save its state before SIGKILL
 LOCK_FILE = ".sweep.lock"
 
 
@@ -48,29 +60,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(output_root: str) -> str:
-    """Create ``<output_root>/.sweep.lock`` holding our pid; a lock of a dead process is taken over.
-    Raises :class:`SweepLocked` naming the pid when a live sweep holds it."""
+def acquire_lock(output_root: str) -> Lock:
+    """Take ``<output_root>/.sweep.lock`` (:class:`engine.repro.locks.Lock`); a lock of a dead sweep is
+    taken over. Raises :class:`SweepLocked` naming the holder (host, pid) when a live sweep holds it."""
     os.makedirs(output_root, exist_ok=True)
     path = os.path.join(output_root, LOCK_FILE)
-    for _ in range(2):
+    if os.path.isfile(path):  # the single-file lock of older versions
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    pid = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise SweepLocked(f"another sweep (pid {pid}) is running on {output_root}; "
-                                  f"wait for it or remove {path} if that process is not a sweep") from None
-            os.unlink(path)  # stale: its sweep was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return path
-    raise SweepLocked(f"could not create the lock file {path}")
+            with open(path, "r", encoding="utf-8") as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            raise SweepLocked(f"another sweep (pid {pid}) is running on {output_root}; wait for it")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    lock = Lock(path, what=f"the sweep output root {output_root}", hint="wait for that sweep, or stop it")
+    try:
+        return lock.acquire()
+    except LockHeld as e:
+        raise SweepLocked(str(e)) from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, SLURM, docker stop) ends the sweep like Ctrl-C: running jobs are stopped cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def default_train_py(repo_root: str) -> str:
@@ -95,6 +121,55 @@ def _tail(path: str, n: int = 1) -> str:
     return " | ".join(lines[-n:])
 
 
+_FIELD_TYPES = {"status": (str,), "kind": (str,), "started": (str,), "ended": (str,), "error": (str,),
+                "gpu": (str,), "stderr": (str,), "output_dir": (str,), "rc": (int,), "attempts": (int,),
+                "seconds": (int, float)}
+_STATUSES = {"running", "finished", "failed", "blocked", "interrupted",
+             "submitted"}  # submitted: handed to a scheduler (engine.repro.launchers)
+
+
+def _read_state(path: str):
+    """The parsed JSON of a sweep state file; ``ValueError`` (one line) for anything else. Never unpickled."""
+    fresh = "move it away to start a fresh record"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"sweep state file {path} is unreadable ({e.strerror}); {fresh}") from None
+    if raw[:1] == b"\x80" or raw[:2] in (b"(d", b"(l", b"}q", b"]q"):
+        raise ValueError(f"sweep state file {path} is not JSON (it looks like a Python pickle, which is never "
+                         f"loaded); {fresh}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"sweep state file {path} is not valid JSON ({e}); {fresh}") from None
+
+
+def _validate_state(path: str, loaded):
+    """``loaded`` when it has the sweep state schema, else ``ValueError`` naming the first wrong entry."""
+    def bad(what):
+        return ValueError(f"sweep state file {path}: {what}; move it away to start a fresh record")
+
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("jobs"), dict):
+        raise bad("no 'jobs' object")
+    if not isinstance(loaded.get("version", 1), int) or isinstance(loaded.get("version", 1), bool):
+        raise bad(f"'version' must be an integer, got {loaded.get('version')!r}"[:200])
+    if loaded.get("updated") is not None and not isinstance(loaded["updated"], str):
+        raise bad("'updated' must be a string")
+    for job_id, entry in loaded["jobs"].items():
+        if not isinstance(entry, dict):
+            raise bad(f"job {job_id!r} must be an object, got {type(entry).__name__}"[:200])
+        for key, value in entry.items():
+            types = _FIELD_TYPES.get(key)
+            ok = value is None or (isinstance(value, types) and not isinstance(value, bool) if types else
+                                   isinstance(value, (str, int, float, bool)))
+            if not ok:
+                raise bad(f"jobs[{job_id!r}][{key!r}] has a wrong type ({type(value).__name__})"[:200])
+        if entry.get("status") is not None and entry["status"] not in _STATUSES:
+            raise bad(f"jobs[{job_id!r}]['status'] is {entry['status']!r}, expected one of {sorted(_STATUSES)}"[:200])
+    return loaded
+
+
 class SweepState:
     """``sweep_state.json``: ``{"version": 1, "updated": ts, "jobs": {id: {...}}}``, saved atomically."""
 
@@ -102,15 +177,7 @@ class SweepState:
         self.path = path
         self.data = {"version": 1, "updated": None, "jobs": {}}
         if os.path.isfile(path):
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    loaded = json.load(f)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"sweep state file {path} is unreadable ({e}); "
-                                 "move it away to start a fresh record") from None
-            if not isinstance(loaded, dict) or not isinstance(loaded.get("jobs"), dict):
-                raise ValueError(f"sweep state file {path} has no 'jobs' object; move it away to start a fresh record")
-            self.data = loaded
+            self.data = _validate_state(path, _read_state(path))
 
     def get(self, job_id: str) -> dict:
         return self.data["jobs"].get(job_id, {})
@@ -220,11 +287,11 @@ def run_sweep(jobs, *, repo_root: str, state_path: str, gpus=None, python: str |
     state = SweepState(state_path)
     lock = acquire_lock(os.path.dirname(os.path.abspath(state_path)))
     try:
-        return _run_locked(jobs, state, repo_root=repo_root, gpus=gpus, python=python, train_py=train_py,
-                           emit=emit, poll_s=poll_s)
+        with _sigterm_as_interrupt():
+            return _run_locked(jobs, state, repo_root=repo_root, gpus=gpus, python=python, train_py=train_py,
+                               emit=emit, poll_s=poll_s)
     finally:
-        if os.path.exists(lock):
-            os.unlink(lock)
+        lock.release()
 
 
 def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s):
@@ -274,7 +341,7 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
         os.makedirs(job.output_dir, exist_ok=True)
         err_path = os.path.join(job.output_dir, "stderr.txt")
         fh = open(err_path, "w", encoding="utf-8")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_PARENT_PID=str(os.getpid()))
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         cmd = [python, train_py] + job.args
@@ -343,17 +410,23 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
             if not progressed:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        for r in running.values():
-            if r.proc.poll() is None:
-                r.proc.terminate()
-        for r in running.values():
-            try:
-                r.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()
-                r.proc.wait()
-            r.fh.close()
-            state.update(r.job.id, status="interrupted", ended=_now(), rc=r.proc.returncode)
+        main = threading.current_thread() is threading.main_thread()
+        ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:  # the jobs stop at the end of their current batch, state saved (train.py); a second signal is ignored
+            for r in running.values():
+                if r.proc.poll() is None:
+                    r.proc.terminate()
+            for r in running.values():
+                try:
+                    r.proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    r.proc.kill()
+                    r.proc.wait()
+                r.fh.close()
+                state.update(r.job.id, status="interrupted", ended=_now(), rc=r.proc.returncode)
+        finally:
+            for s, h in ignored.items():
+                signal.signal(s, h)
         raise
     return {"skipped": skipped, "succeeded": succeeded, "failed": len(failed), "blocked": len(blocked),
             "failed_ids": sorted(failed), "blocked_ids": sorted(blocked)}

@@ -10,6 +10,7 @@ Statistics (documented in docs/REPRODUCE.md):
 * ``--compare``: a published average is shown next to ours, and the difference only when ours
   covers the same datasets (all 11, the 10 xd targets, the 4 dg targets); never mixes seeds.
 A cell without any run is ``None`` in JSON and "— (k missing)" in text: never 0.
+The few-shot table (accuracy vs shots) is built and rendered by ``engine.repro.fewshot_table``.
 
 Tables say what their numbers are (``flags`` of each table, from each run's log): rows of runs built
 with random backbone weights are labelled ``(random weights)``; when the runs of one table differ in
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.repro import fewshot_table
 from engine.repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, METHOD_ORDER,
                                   XD_SOURCE, XD_TARGETS, get_method)
 
@@ -117,17 +119,21 @@ def _flags(counted, names, methods) -> dict:
 
 
 def build_tables(runs, seeds=None, datasets=None) -> dict:
-    """Aggregate :class:`engine.repro.collect.Run` s into ``{"base2new": ..., "xd": ..., "dg": ...}``.
+    """Aggregate :class:`engine.repro.collect.Run` s into ``{"base2new": ..., "xd": ..., "dg": ...,
+    "fewshot": ...}`` (only the protocols with runs).
 
     ``seeds``: expected seeds (default: every seed seen in that protocol). ``datasets``: expected
     base-to-novel datasets / xd targets (``["all"]`` = the papers' lists; default: those seen).
     """
     out = {}
-    for proto in ("base2new", "xd", "dg"):
+    for proto in ("base2new", "xd", "dg", "fewshot"):
         pruns = [r for r in runs if r.protocol == proto]
         if not pruns or (proto == "dg" and not any(r.role == "target" for r in pruns)):
             continue  # the xd source run alone does not make a dg table
         exp_seeds = sorted(set(seeds) if seeds else {r.seed for r in pruns})
+        if proto == "fewshot":
+            out[proto] = fewshot_table.build_fewshot(pruns, exp_seeds, datasets, Stat, _method_rank, _flags)
+            continue
         names = _row_keys(pruns)
         methods = sorted(set(names.values()), key=_method_rank)
         if proto == "base2new":
@@ -259,7 +265,7 @@ def caveat_lines(t: dict) -> list:
 
 def compare_note(proto: str, t: dict, paper) -> str | None:
     """With ``--compare``: a sentence when our average covers fewer datasets/targets than the paper's."""
-    if paper is None:
+    if paper is None or proto not in ("base2new", "xd", "dg"):
         return None
     if proto == "base2new":
         full, ours, what = BASE2NEW_DATASETS, t["datasets"], "datasets"
@@ -424,6 +430,9 @@ def render_markdown(tables: dict, paper=None) -> str:
         if paper is not None:
             headers += ["Average (paper)", "Δ Average"]
         out.append(_md_table(headers, _transfer_rows(proto, t, paper)) + "\n")
+    if "fewshot" in tables:
+        t = tables["fewshot"]
+        out.append(fewshot_table.markdown(t, fmt_stat, fmt_num, _md_table, row_label, _quote, caveat_lines(t)))
     if not out:
         return "No finished runs found.\n"
     return "\n".join(out)
@@ -511,6 +520,11 @@ def render_csv(tables: dict, paper=None) -> str:
             avg = data["average"]
             w.writerow([proto, m, "average", "target_average", num(avg), "", "", data["targets_missing"], num(pv),
                         "" if avg is None or pv is None or w.note else f"{avg - pv:+.4f}"])
+    if "fewshot" in tables:
+        w.table, w.note = tables["fewshot"], None
+        for m, row in fewshot_table.csv_rows(tables["fewshot"], num):
+            w.method = m
+            w.writerow(row)
     return buf.getvalue()
 
 

@@ -7,6 +7,10 @@ Unlike Dassl, an existing log file is appended to, after a separator line, so th
 job keeps one ``log.txt`` (parsers read its last result block).
 In a ``torchrun`` run only rank 0 logs INFO and writes ``log.txt``; the other ranks print only
 WARNING and above, prefixed ``[rank r]``.
+A ``log.txt`` that cannot be written (full disk, quota, permissions) stops the run at the record that
+failed with one ``WriteError`` line naming the file (``engine.utils.io``), never a logging traceback
+per record; the console keeps logging. :func:`write_to_log_file` adds a line (e.g. ``train.py``'s
+``error: ...``) to ``log.txt`` only.
 """
 import logging
 import os
@@ -16,7 +20,7 @@ import time
 LOGGER_NAME = "harness"
 SEPARATOR_MARK = "=" * 20 + " new run "
 
-__all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path"]
+__all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path", "write_to_log_file"]
 
 
 def _rank():
@@ -57,6 +61,61 @@ class _StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):  # logging.StreamHandler assigns it in __init__
         pass
+
+
+class _LogFileHandler(logging.FileHandler):
+    """Appending ``log.txt`` handler. The first record it cannot write raises ``WriteError`` (one line)
+    at the logging call and turns the handler off; later records go to the console only."""
+
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        import sys as _sys
+
+        err = _sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            return super().handleError(record)
+        self.failed = True
+        from engine.utils.io import as_write_error
+
+        converted = as_write_error(err, self.baseFilename, len(self.format(record)) + 1)
+        with _suppress():
+            self.close()
+        if converted is not None:
+            raise converted from None
+        raise OSError(err.errno, f"cannot write the log file {self.baseFilename}: {err.strerror or err}") from None
+
+    def close(self):
+        with _suppress():
+            super().close()
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def write_to_log_file(line):
+    """Append ``line`` to the ``log.txt`` of the project logger (not the console); silently skipped
+    when there is none or it cannot be written."""
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, _LogFileHandler) and not handler.failed:
+            with _suppress():
+                handler.acquire()
+                try:
+                    stream = handler.stream if handler.stream is not None else handler._open()
+                    handler.stream = stream
+                    stream.write(line + "\n")
+                    stream.flush()
+                finally:
+                    handler.release()
 
 
 def _own(handler):
@@ -122,9 +181,14 @@ def setup_logger(output=None):
         os.makedirs(os.path.dirname(os.path.abspath(fpath)), exist_ok=True)
         if os.path.isfile(fpath) and os.path.getsize(fpath) > 0:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            with open(fpath, "a", encoding="utf-8") as f:
-                f.write(f"\n{SEPARATOR_MARK}{stamp} " + "=" * 20 + "\n")
-        file_handler = _own(logging.FileHandler(fpath, mode="a", encoding="utf-8"))
+            try:
+                with open(fpath, "a", encoding="utf-8") as f:
+                    f.write(f"\n{SEPARATOR_MARK}{stamp} " + "=" * 20 + "\n")
+            except OSError as err:
+                from engine.utils.io import as_write_error
+
+                raise (as_write_error(err, fpath) or err) from None
+        file_handler = _own(_LogFileHandler(fpath, mode="a", encoding="utf-8"))
         file_handler.setFormatter(_Formatter("%(message)s"))
         file_handler.setLevel(logging.INFO)
         logger.addHandler(file_handler)

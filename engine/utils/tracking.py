@@ -1,0 +1,153 @@
+"""Run tracking: Dassl's TensorBoard scalars and opt-in Weights & Biases.
+
+:func:`open_tracker` returns a :class:`Tracker` whose ``add_scalar(tag, value, step)`` is what the
+trainer's ``write_scalar`` calls (Dassl's tags: ``train/loss``, ``train/<loss term>``, ``train/lr`` at
+the iteration, ``test/accuracy``, ``val/accuracy``, ... at the epoch).
+
+* TensorBoard: events in ``OUTPUT_DIR/tensorboard`` through ``torch.utils.tensorboard.SummaryWriter``.
+  Without the ``tensorboard`` package the run says so once (a warning) and goes on without events.
+* Weights & Biases: on when ``TRAIN.WANDB_PROJECT`` (``train.py --wandb PROJECT``) is not empty. The
+  run is named after ``OUTPUT_DIR`` and stores its files there; ``WANDB_MODE`` defaults to
+  ``offline`` (``wandb sync`` uploads later; set ``WANDB_MODE=online`` to stream). A missing
+  ``wandb`` package is a one-line :class:`TrackingError` (a ``ValueError``) raised by
+  :func:`check_tracking` before anything runs.
+
+Only the main process of a distributed run tracks; the others get a tracker that does nothing.
+Every tracker still open at interpreter exit is closed (events flushed).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+
+from engine.utils.logger import get_logger
+
+TB_FOLDER = "tensorboard"
+_warned_no_tensorboard = False
+_open = weakref.WeakSet()
+
+
+class TrackingError(ValueError):
+    """Tracking was asked for but cannot work (e.g. ``--wandb`` without the wandb package)."""
+
+
+def wandb_project(cfg) -> str:
+    """``cfg.TRAIN.WANDB_PROJECT`` ('' when the key or the config is absent)."""
+    train = getattr(cfg, "TRAIN", None) if cfg is not None else None
+    return str(train.get("WANDB_PROJECT", "") or "") if train is not None else ""
+
+
+def _import_wandb(project: str):
+    try:
+        import wandb
+    except ImportError:
+        raise TrackingError(f"TRAIN.WANDB_PROJECT (--wandb) is {project!r} but the wandb package is not "
+                            "installed; pip install wandb, or run without --wandb") from None
+    return wandb
+
+
+def check_tracking(cfg) -> None:
+    """Fail early (one line) when W&B is requested and the ``wandb`` package cannot be imported."""
+    project = wandb_project(cfg)
+    if project:
+        _import_wandb(project)
+
+
+def _summary_writer(log_dir: str):
+    """A ``SummaryWriter`` on ``log_dir``, or None (warned once) without the tensorboard package."""
+    global _warned_no_tensorboard
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if not _warned_no_tensorboard:
+            _warned_no_tensorboard = True
+            get_logger().warning("the tensorboard package is not installed: no TensorBoard events are "
+                                 "written (pip install tensorboard)")
+        return None
+    return SummaryWriter(log_dir=log_dir)
+
+
+class Tracker:
+    """Forwards scalars to a TensorBoard writer and/or a W&B run (either may be None)."""
+
+    def __init__(self, tb_writer=None, wandb_run=None):
+        self.tb = tb_writer
+        self.wandb = wandb_run
+        self._wandb_axes = set()
+        if self.enabled:
+            _open.add(self)
+
+    @property
+    def enabled(self) -> bool:
+        return self.tb is not None or self.wandb is not None
+
+    def add_scalar(self, tag: str, value, step=None) -> None:
+        """Record ``value`` (a number or a one-element tensor) under ``tag`` at ``step``."""
+        if not self.enabled:
+            return
+        value = float(value)
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            # train/* steps are iterations, test/* and val/* steps are epochs: one x axis per prefix
+            prefix = tag.split("/", 1)[0]
+            axis = f"{prefix}/step"
+            if prefix not in self._wandb_axes:
+                self._wandb_axes.add(prefix)
+                self.wandb.define_metric(axis, hidden=True)
+                self.wandb.define_metric(f"{prefix}/*", step_metric=axis)
+            self.wandb.log({tag: value} if step is None else {tag: value, axis: step})
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        """Flush and close both back ends (idempotent)."""
+        tb, run = self.tb, self.wandb
+        self.tb = self.wandb = None
+        _open.discard(self)
+        if tb is not None:
+            tb.close()
+        if run is not None:
+            run.finish()
+
+
+def _flat_config(cfg) -> dict:
+    from engine.repro.record import flatten_cfg
+
+    return flatten_cfg(cfg) if cfg is not None else {}
+
+
+def open_tracker(cfg, log_dir: str, is_main: bool | None = None) -> Tracker:
+    """The tracker of one run: TensorBoard events under ``log_dir`` and, when
+    ``TRAIN.WANDB_PROJECT`` is set, a W&B run in ``cfg.OUTPUT_DIR`` (offline unless ``WANDB_MODE``
+    says otherwise). ``is_main`` defaults to :func:`engine.distributed.is_main_process`."""
+    if is_main is None:
+        from engine.distributed import is_main_process
+
+        is_main = is_main_process()
+    if not is_main:
+        return Tracker()
+    os.makedirs(log_dir, exist_ok=True)
+    tb = _summary_writer(log_dir)
+    run = None
+    project = wandb_project(cfg)
+    if project:
+        wandb = _import_wandb(project)
+        out_dir = str(getattr(cfg, "OUTPUT_DIR", "") or os.path.dirname(os.path.abspath(log_dir)))
+        run = wandb.init(project=project, dir=out_dir, name="/".join(os.path.normpath(out_dir).split(os.sep)[-6:]),
+                         config=_flat_config(cfg), mode=os.environ.get("WANDB_MODE") or "offline")
+        get_logger().info(f"Weights & Biases run {run.name!r} (project {project}, "
+                          f"mode {os.environ.get('WANDB_MODE') or 'offline'}) in {out_dir}")
+    return Tracker(tb, run)
+
+
+@atexit.register
+def _close_all() -> None:
+    for tracker in list(_open):
+        try:
+            tracker.close()
+        except Exception:  # noqa: BLE001 - never fail the interpreter exit on a tracker
+            pass
