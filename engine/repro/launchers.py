@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from engine.repro.locks import Lock, host_name
+from engine.repro.locks import Lock, host_name, pid_alive
 from engine.repro.logparse import run_status
 from engine.repro.plan import Context, Job
 from engine.repro.runner import (SWEEP_HINT, SweepLocked, SweepState, acquire_lock, default_python,
@@ -53,15 +53,6 @@ STATUSES = ("done", "running", "queued", "failed", "blocked", "pending")
 class LaunchError(ValueError):
     """Bad launcher options or a missing package (one line)."""
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _now() -> str:
@@ -235,7 +226,7 @@ def job_status(job: Job, entry: dict, sched: dict) -> tuple:
     if st == "submitted":  # submitit-local: alive while its controller process is
         if entry.get("host") != host_name():
             return ("running" if run == "partial" else "queued"), f"{where} on {entry.get('host')} (not checked)"
-        if str(jid).isdigit() and _pid_alive(int(jid)):
+        if str(jid).isdigit() and pid_alive(int(jid)):
             return ("running" if run == "partial" else "queued"), where
         return "failed", f"{where} ended without a final result"
     if st in ("failed", "interrupted", "finished"):

@@ -45,7 +45,8 @@ def heartbeat_interval():
     return float(os.environ.get("HARNESS_LOCK_HEARTBEAT") or 30)
 
 
-def _pid_alive(pid):
+def pid_alive(pid) -> bool:
+    """True when process ``pid`` exists on this host (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -135,7 +136,7 @@ class Lock:
         if host == host_name() and isinstance(pid, int):
             if pid == os.getpid() and record.get("token") != self.token:
                 return ""  # another lock object of this process: live
-            return "" if _pid_alive(pid) else f"pid {pid} on this host is dead"
+            return "" if pid_alive(pid) else f"pid {pid} on this host is dead"
         beat = record.get("heartbeat")
         if not isinstance(beat, (int, float)):
             try:

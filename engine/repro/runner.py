@@ -32,7 +32,7 @@ import threading
 import time
 
 from engine.repro._util import atomic_write_json, get_log
-from engine.repro.locks import Lock, LockHeld
+from engine.repro.locks import Lock, LockHeld, pid_alive
 from engine.repro.logparse import run_status
 from engine.repro.plan import Job, checkpoint_problem
 from engine.repro.record import check_settings
@@ -50,15 +50,6 @@ class SweepLocked(RuntimeError):
     """Another live sweep holds the output root."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def acquire_lock(output_root: str) -> Lock:
     """Take ``<output_root>/.sweep.lock`` (:class:`engine.repro.locks.Lock`); a lock of a dead sweep is
@@ -71,7 +62,7 @@ def acquire_lock(output_root: str) -> Lock:
                 pid = int(f.read().strip() or 0)
         except (OSError, ValueError):
             pid = 0
-        if pid and pid != os.getpid() and _pid_alive(pid):
+        if pid and pid != os.getpid() and pid_alive(pid):
             raise SweepLocked(f"another sweep (pid {pid}) is running on {output_root}; wait for it")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
