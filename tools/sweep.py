@@ -27,7 +27,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from engine.repro.methods import XD_SOURCE  # noqa: E402
+from engine.repro.methods import METHOD_ORDER, METHODS, XD_SOURCE  # noqa: E402
 from engine.repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
 from engine.repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
                                  default_train_py, plan_status, run_sweep)
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", nargs="+", default=["all"],
                    help="base2new, xd, dg, fewshot, released, or all (= base2new xd dg)")
     p.add_argument("--methods", nargs="+", default=["CoMMA"],
-                   help="CoMMA MaPLe CoOp CoCoOp IVLP VPT ZeroshotCLIP, or all")
+                   help=" ".join(METHODS[k].trainer for k in METHOD_ORDER) + ", or all (the registered methods)")
     p.add_argument("--datasets", nargs="+", default=["all"],
                    help="base-to-novel datasets and xd targets (config stems), or all (the 11 of the papers)")
     p.add_argument("--dg-targets", nargs="+", default=None,

@@ -15,7 +15,9 @@ Every method module ``trainers/<name>.py`` declares its method once, in a module
         "order": 25,                     # position in --methods all and the result tables
         # optional: "config_dir" (default: trainer), "b2n_cfg_per_dataset" ({dataset: cfg}),
         #           "prec" (official precision; default config["PREC"]), "aliases" (()),
-        #           "zero_shot" (False), "title" (table row name; default trainer)
+        #           "zero_shot" (False), "title" (table row name; default trainer),
+        #           few-shot protocol config: "fewshot_cfg" (default: b2n_cfg),
+        #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg})
     }
 
 The literal is read with :mod:`ast` (no import, no torch), so the torch-free tools (the sweep
@@ -42,7 +44,8 @@ REQUIRED = {"key": str, "trainer": str, "node": str, "config": dict, "b2n_cfg": 
 #: optional fields, their types and defaults (None = derived, see :func:`_complete`)
 OPTIONAL = {"checkpoint": ((str, type(None)), "prompt_learner"), "config_dir": (str, None),
             "b2n_cfg_per_dataset": (dict, {}), "prec": (str, None), "aliases": ((tuple, list), ()),
-            "zero_shot": (bool, False), "title": (str, None)}
+            "zero_shot": (bool, False), "title": (str, None), "fewshot_cfg": ((str, type(None)), None),
+            "fewshot_cfg_per_shots": (dict, {}), "fewshot_cfg_per_dataset": (dict, {})}
 
 _CACHE = {}
 
@@ -85,6 +88,10 @@ def _complete(decl, path):
     out["title"] = out["title"] or out["trainer"]
     out["aliases"] = tuple(out["aliases"])
     out["b2n_cfg_per_dataset"] = dict(out["b2n_cfg_per_dataset"])
+    out["fewshot_cfg_per_dataset"] = dict(out["fewshot_cfg_per_dataset"])
+    out["fewshot_cfg_per_shots"] = dict(out["fewshot_cfg_per_shots"])
+    if not all(isinstance(k, int) and isinstance(v, str) for k, v in out["fewshot_cfg_per_shots"].items()):
+        raise ValueError(f"{path}: METHOD['fewshot_cfg_per_shots'] must map shot counts (int) to config names")
     for key, value in (("config.PREC", config["PREC"]), ("prec", out["prec"])):
         if value not in PREC_NAMES:
             raise ValueError(f"{path}: METHOD {key} must be one of {', '.join(PREC_NAMES)}, got {value!r}")

@@ -39,6 +39,11 @@ METHOD = {
     # cross-dataset ImageNet training with the ImageNet config, as CoCoOp's xd_train.sh
     "b2n_cfg": "vit_b16_ctxv1",
     "b2n_cfg_per_dataset": {"imagenet": "vit_b16_ep50_ctxv1"},
+    # CoOp's few-shot protocol (CoOp paper): 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and 16;
+    # ImageNet 50 for every K
+    "fewshot_cfg": "vit_b16",
+    "fewshot_cfg_per_shots": {1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100"},
+    "fewshot_cfg_per_dataset": {"imagenet": "vit_b16_ep50"},
     "xd_cfg": "vit_b16_ep50_ctxv1",
     "order": 10,
 }

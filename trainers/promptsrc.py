@@ -61,6 +61,7 @@ METHOD = {
     "checkpoint": "VLPromptLearner",
     "b2n_cfg": "vit_b16_c2_ep20_batch4_4+4ctx",
     "xd_cfg": "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+    "fewshot_cfg": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot",
     "order": 80,
 }
 

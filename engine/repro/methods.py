@@ -49,7 +49,8 @@ class MethodSpec:
     config. ``zero_shot``: no training; every job is ``--eval-only`` without a model dir. ``prec``:
     the ``TRAINER.<node>.PREC`` arithmetic the official scripts effectively trained and tested with.
     ``node``: config node; ``checkpoint``: checkpoint folder (None: nothing saved); ``order``:
-    table position; ``title``: table row name.
+    table position; ``title``: table row name. Few-shot protocol config: ``fewshot_cfg_per_dataset``,
+    else ``fewshot_cfg_per_shots`` (by K), else ``fewshot_cfg``, else the base-to-novel config.
     """
 
     key: str
@@ -65,9 +66,17 @@ class MethodSpec:
     checkpoint: str | None = "prompt_learner"
     order: int = 0
     title: str = ""
+    fewshot_cfg: str | None = None
+    fewshot_cfg_per_shots: dict = field(default_factory=dict)
+    fewshot_cfg_per_dataset: dict = field(default_factory=dict)
 
     def base2new_cfg(self, dataset: str) -> str:
         return self.b2n_cfg_per_dataset.get(dataset, self.b2n_cfg)
+
+    def fewshot_config(self, dataset: str, shots: int) -> str:
+        """The few-shot protocol's config for ``dataset`` at ``shots`` per class."""
+        return (self.fewshot_cfg_per_dataset.get(dataset) or self.fewshot_cfg_per_shots.get(shots)
+                or self.fewshot_cfg or self.base2new_cfg(dataset))
 
 
 def _declarations(directory: str = TRAINERS_DIR):

@@ -43,12 +43,6 @@ KINDS = ("base2new_train", "base2new_test", "xd_train", "xd_test", "fewshot", "r
 TRAIN_KINDS = ("base2new_train", "xd_train", "fewshot", "coop_main")
 DEFAULT_SHOTS = 16
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
-#: CoOp's few-shot configs (CoOp paper: 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and 16;
-#: ImageNet 50 for every K); other methods use FEWSHOT_CFG, else their base-to-novel config.
-COOP_FEWSHOT_CFG = {1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"}
-COOP_FEWSHOT_IMAGENET_CFG = "vit_b16_ep50"
-#: methods whose official repo ships a few-shot config
-FEWSHOT_CFG = {"promptsrc": "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"}
 #: scripts/coop/main.sh defaults of the CoOp repo's eval.sh (the ImageNet model it evaluates)
 COOP_DEFAULTS = {"ctp": "end", "nctx": 16, "csc": "False"}
 DASSL_DEFAULT_MAX_EPOCH = 10
@@ -252,9 +246,7 @@ def default_cfg(spec: MethodSpec, kind: str, dataset: str, shots: int) -> str:
     if kind.startswith("base2new") or kind.startswith("released"):
         return spec.base2new_cfg(dataset)
     if kind == "fewshot":
-        if spec.key == "coop":
-            return COOP_FEWSHOT_IMAGENET_CFG if dataset == "imagenet" else COOP_FEWSHOT_CFG.get(shots, "vit_b16")
-        return FEWSHOT_CFG.get(spec.key) or spec.base2new_cfg(dataset)
+        return spec.fewshot_config(dataset, shots)
     return spec.xd_cfg
 
 
