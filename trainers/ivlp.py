@@ -82,12 +82,15 @@ class VLPromptLearner(ClassSentences):
 class IVLPCLIP(PromptCLIP):
     """CLIP with independent deep prompts in the text and the vision encoder."""
 
+    #: config node named by the depth errors (subclasses driven by another node override it)
+    CFG_KEY = "TRAINER.IVLP"
+
     def __init__(self, clip_model, classnames, n_ctx_text=2, n_ctx_vision=2, ctx_init=DEFAULT_CTX_INIT,
                  depth_text=9, depth_vision=9, upstream_numerics=False):
         super().__init__(clip_model, classnames)
-        check_prompt_depth("TRAINER.IVLP.PROMPT_DEPTH_TEXT", depth_text, n_ctx_text, self.text_encoder.layers,
+        check_prompt_depth(f"{self.CFG_KEY}.PROMPT_DEPTH_TEXT", depth_text, n_ctx_text, self.text_encoder.layers,
                            ctx_key="N_CTX_TEXT", what="text")
-        check_prompt_depth("TRAINER.IVLP.PROMPT_DEPTH_VISION", depth_vision, n_ctx_vision,
+        check_prompt_depth(f"{self.CFG_KEY}.PROMPT_DEPTH_VISION", depth_vision, n_ctx_vision,
                            self.image_encoder.layers, ctx_key="N_CTX_VISION", what="vision")
         self.prompt_learner = VLPromptLearner(clip_model, classnames, n_ctx_text, n_ctx_vision, ctx_init,
                                               depth_text, depth_vision, self.image_encoder.width,

@@ -32,11 +32,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from engine.precision import learned_dtype
 from engine.utils.logger import get_logger
-from trainers.base import PromptCLIP, PromptTrainer, register_method
-from trainers.ivlp import IVLPCLIP, VLPromptLearner
-from trainers.prompts import check_prompt_depth, embed_texts
+from trainers.base import PromptTrainer, register_method
+from trainers.ivlp import IVLPCLIP
+from trainers.prompts import embed_texts
 from trainers.templates import format_classname
 
 logger = get_logger()
@@ -141,18 +140,13 @@ def ensemble_text_features(clip_model, text_encoder, classnames, templates):
 class PromptSRCCLIP(IVLPCLIP):
     """IVLP with PromptSRC's objective (``compute_loss``) against the frozen CLIP it is built on."""
 
+    CFG_KEY = "TRAINER.PROMPTSRC"
+
     def __init__(self, clip_model, classnames, n_ctx_text=4, n_ctx_vision=4, ctx_init="a photo of a",
                  depth_text=9, depth_vision=9, text_loss_weight=25.0, image_loss_weight=10.0,
                  templates=IMAGENET_TEMPLATES, upstream_numerics=False):
-        # IVLP's model with this node's keys in the depth errors (IVLPCLIP.__init__ names TRAINER.IVLP)
-        PromptCLIP.__init__(self, clip_model, classnames)
-        check_prompt_depth("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", depth_text, n_ctx_text, self.text_encoder.layers,
-                           ctx_key="N_CTX_TEXT", what="text")
-        check_prompt_depth("TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", depth_vision, n_ctx_vision,
-                           self.image_encoder.layers, ctx_key="N_CTX_VISION", what="vision")
-        self.prompt_learner = VLPromptLearner(clip_model, classnames, n_ctx_text, n_ctx_vision, ctx_init,
-                                              depth_text, depth_vision, self.image_encoder.width,
-                                              ctx_dtype=learned_dtype(clip_model.dtype, upstream_numerics))
+        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, ctx_init, depth_text, depth_vision,
+                         upstream_numerics)
         self.text_loss_weight = float(text_loss_weight)
         self.image_loss_weight = float(image_loss_weight)
         self.templates = tuple(templates)

@@ -18,7 +18,6 @@ pooling and SigLIP's logit bias are refused with a one-line error. LayerNorms ar
 import difflib
 import os
 import warnings
-import zipfile
 
 import torch
 from torch import nn
@@ -222,14 +221,6 @@ def build_open_clip(arch: str, seed: int = 0, preprocess: dict = None) -> OpenCL
 
 
 # ------------------------------------------------------------------------------ weights files
-def is_torchscript_archive(path: str) -> bool:
-    """TorchScript archives (OpenAI's CLIP releases) are zip files with a ``code/`` folder."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any("/code/" in n or n.endswith("/constants.pkl") for n in zf.namelist())
-
-
 def read_open_clip_state_dict(path: str) -> dict:
     """``{name: tensor}`` from an OpenCLIP checkpoint: ``.safetensors`` (safetensors loader) or a
     ``torch.save`` file (``torch.load(weights_only=True)``), a ``state_dict`` wrapper and the
@@ -293,13 +284,13 @@ def load_open_clip_weights(backbone: OpenCLIPBackbone, path: str, source: str) -
     naming the architecture key."""
     arch = backbone.architecture
     name_hint = f"check MODEL.BACKBONE.NAME open_clip:{arch}"
+    from .weights import is_torchscript_archive, read_state_dict
+
     if is_torchscript_archive(path):
         if backbone.activation != "QuickGELU":
             raise ValueError(f"{source} is an OpenAI CLIP TorchScript archive (trained with QuickGELU) but "
                              f"open_clip:{arch} uses GELU; set MODEL.BACKBONE.NAME to the OpenAI name (e.g. ViT-B/16) "
                              f"or to the -quickgelu architecture (e.g. open_clip:{arch}-quickgelu)")
-        from .weights import read_state_dict
-
         sd = read_state_dict(path)
     else:
         sd = read_open_clip_state_dict(path)

@@ -157,6 +157,13 @@ def caption(attrs, rng: random.Random, shape_only: float = 0.0) -> str:
 
 
 # ---------------------------------------------------------------------------------- images
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` RGB in [0, 1] -> normalised with CLIP's mean/std (the harness's ``normalize``)."""
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def to_tensor(images, size: int) -> torch.Tensor:
     """PIL images -> ``[N, 3, size, size]`` resized (bicubic) and normalised with CLIP's mean/std,
     as the harness's test transform (``Resize`` + ``CenterCrop`` + ``Normalize``) does for squares."""
@@ -165,9 +172,7 @@ def to_tensor(images, size: int) -> torch.Tensor:
     arrays = [torch.frombuffer(bytearray(im.resize((size, size), Image.BICUBIC).tobytes()), dtype=torch.uint8)
               for im in images]
     x = torch.stack(arrays).view(len(images), size, size, 3).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(x)
 
 
 def draw_pool(recipe: Recipe, n: int, stream: int):
@@ -232,9 +237,7 @@ def sample_colours(rng: random.Random, n: int, mix: float = 1.0):
 def render(masks: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     """Normalised images ``[n,3,R,R]`` of soft ``masks`` coloured ``bg + (fg - bg) * m`` (RGB 0-255)."""
     x = (bg[:, :, None, None] + (fg - bg)[:, :, None, None] * masks) / 255
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(x)
 
 
 @torch.no_grad()

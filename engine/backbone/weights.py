@@ -75,8 +75,9 @@ def locate_weights(name: str) -> str:
             f"MODEL.BACKBONE.RANDOM_INIT True for random weights (results meaningless)") from None
 
 
-def _is_torchscript_archive(path: str) -> bool:
-    """TorchScript archives are zip files with a ``code/`` folder; ``torch.save`` files have none."""
+def is_torchscript_archive(path: str) -> bool:
+    """TorchScript archives (OpenAI's CLIP releases) are zip files with a ``code/`` folder; ``torch.save``
+    files have none."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
@@ -97,7 +98,7 @@ def read_state_dict(path: str) -> dict:
                          f"OpenAI's CLIP weights are TorchScript archives); set MODEL.BACKBONE.NAME "
                          f"open_clip:<architecture> (e.g. open_clip:ViT-B-16)")
     try:
-        if _is_torchscript_archive(path):
+        if is_torchscript_archive(path):
             with warnings.catch_warnings():  # torch marks TorchScript deprecated; OpenAI ships it
                 warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=FutureWarning)
                 obj = torch.jit.load(path, map_location="cpu").state_dict()
