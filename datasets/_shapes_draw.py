@@ -4,12 +4,13 @@
 position and rotation on a random, clearly different background colour.
 ``draw_shape_with_attributes`` draws the same image (same ``rng`` draws) and also returns what was
 drawn (``ShapeAttributes``: colours, radius and centre as fractions of the image size), which the
-tiny-CLIP pretraining turns into captions.
+tiny-CLIP pretraining turns into captions. ``draw_sketch`` draws the same kind of shape as an outline
+only (the ``ShapeSketches`` dataset: a style the tiny CLIP never sees in pretraining).
 """
 import math
 from typing import NamedTuple
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "hexagon",
                "pentagon", "heart", "cross", "diamond", "crescent")
@@ -107,3 +108,26 @@ def draw_shape_with_attributes(name, rng, size=224):
     }
     draw.polygon(_rotate(shapes[name](), cx, cy, jitter), fill=fg)
     return img, attrs
+
+
+#: outline width of ``draw_sketch`` as a fraction of the image side (10 px at 224 px)
+SKETCH_STROKE = 0.045
+
+
+def outline(image, attrs, stroke=SKETCH_STROKE):
+    """The outline of the shape in ``image`` (drawn with ``attrs``): foreground pixels within
+    ``stroke * side`` (square distance) of the background, the rest background colour."""
+    mask = ImageChops.difference(image, Image.new("RGB", image.size, attrs.background)).convert("L")
+    mask = mask.point(lambda v: 255 if v else 0)
+    inner = mask
+    for _ in range(max(1, round(stroke * image.size[0]))):  # 3x3 erosions compose to a (2k+1)^2 one, faster
+        inner = inner.filter(ImageFilter.MinFilter(3))
+    out = Image.new("RGB", image.size, attrs.background)
+    out.paste(attrs.foreground, mask=ImageChops.subtract(mask, inner))
+    return out
+
+
+def draw_sketch(name, rng, size=224):
+    """One outline drawing of shape ``name``: ``draw_shape`` (same ``rng`` draws), outline only."""
+    image, attrs = draw_shape_with_attributes(name, rng, size)
+    return outline(image, attrs)
