@@ -83,6 +83,7 @@ echo "  INPUT.RRCROP_SCALE (0.5, 1.0)  official (0.08, 1.0): at 32 px most such 
 echo "  MaPLe/CoMMA PROMPT_DEPTH $DEPTH     official 9 (the tiny CLIP has $DEPTH blocks)"
 echo "  MaPLe/CoMMA OPTIM.MAX_EPOCH 20   official 5 (= 100 steps at batch 4 on 80 images)"
 echo "Everything else (CoOp's 200 epochs, learning rates, batch sizes, flips): official configs."
+echo "On a CPU the official PREC fp16 runs in fp32 (each such run logs one WARNING line saying so)."
 
 run_method() {  # run_method SCRIPT_DIR OPTS...: per seed, train on base (+ test base), then test novel
     local dir="$1" seed
