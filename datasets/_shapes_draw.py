@@ -116,7 +116,7 @@ SKETCH_STROKE = 0.045
 
 def outline(image, attrs, stroke=SKETCH_STROKE):
     """The outline of the shape in ``image`` (drawn with ``attrs``): foreground pixels within
-    ``stroke * side`` (square distance) of the background, the rest background colour."""
+    ``stroke * side`` (Chebyshev distance) of the background, the rest background colour."""
     mask = ImageChops.difference(image, Image.new("RGB", image.size, attrs.background)).convert("L")
     mask = mask.point(lambda v: 255 if v else 0)
     inner = mask

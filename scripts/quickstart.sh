@@ -4,7 +4,7 @@
 # shapes drawn as outlines, a style the tiny CLIP never saw), seed 1 unless --seeds, 16 shots: zero-shot CLIP,
 # CoOp, MaPLe and CoMMA with their official configs, and the Base / Novel / HM table.
 # Changed for the tiny CLIP (printed when it runs): INPUT.SIZE (32, 32) (its image size); INPUT.RRCROP_SCALE
-# (0.5, 1.0) (official 0.08-1: at 32 px most such crops lose the shape); MaPLe/CoMMA PROMPT_DEPTH 4 (its 4
+# (0.5, 1.0) (official 0.08-1: at 32 px many such crops lose the shape); MaPLe/CoMMA PROMPT_DEPTH 4 (its 4
 # blocks, official 9) and OPTIM.MAX_EPOCH 20 (official 5 = 100 steps here). Everything else: official configs.
 # usage: bash scripts/quickstart.sh [--dataset shape_sketches|shapes] [--no-pretrain] [--seeds "1 2 3"]
 #   --dataset NAME  shape_sketches (default: a domain gap, as ImageNet-Sketch is for CLIP) or shapes (the
@@ -79,7 +79,7 @@ export OUTPUT_ROOT="${OUTPUT_ROOT:-output/quickstart}/$TAG"
 echo
 echo "Backbone overrides: ${BACKBONE[*]}"
 echo "Changed from the official configs, for a 32 px CLIP with $DEPTH blocks and 80 training images:"
-echo "  INPUT.RRCROP_SCALE (0.5, 1.0)  official (0.08, 1.0): at 32 px most such crops lose the shape"
+echo "  INPUT.RRCROP_SCALE (0.5, 1.0)  official (0.08, 1.0): at 32 px many such crops lose the shape"
 echo "  MaPLe/CoMMA PROMPT_DEPTH $DEPTH     official 9 (the tiny CLIP has $DEPTH blocks)"
 echo "  MaPLe/CoMMA OPTIM.MAX_EPOCH 20   official 5 (= 100 steps at batch 4 on 80 images)"
 echo "Everything else (CoOp's 200 epochs, learning rates, batch sizes, flips): official configs."
