@@ -225,6 +225,8 @@ def read_open_clip_state_dict(path: str) -> dict:
     """``{name: tensor}`` from an OpenCLIP checkpoint: ``.safetensors`` (safetensors loader) or a
     ``torch.save`` file (``torch.load(weights_only=True)``), a ``state_dict`` wrapper and the
     ``module.`` prefix of training checkpoints removed. One-line errors naming the file."""
+    from .weights import as_state_dict, unreadable_weights
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.BACKBONE.PATH {path!r} is not a file")
     try:
@@ -235,15 +237,8 @@ def read_open_clip_state_dict(path: str) -> dict:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise ValueError(f"cannot read OpenCLIP weights from {path!r}: expected a state-dict file "
-                         f"(.pt/.pth/.bin or .safetensors) ({reason})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                       for k, v in obj.items()):
-        raise ValueError(f"OpenCLIP weights file {path!r} does not hold a state dict "
-                         f"(a mapping of parameter names to tensors)")
+        raise unreadable_weights(err, path, "OpenCLIP", "a state-dict file (.pt/.pth/.bin or .safetensors)") from None
+    obj = as_state_dict(obj, path, "OpenCLIP")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj

@@ -105,13 +105,25 @@ def read_state_dict(path: str) -> dict:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise ValueError(f"cannot read CLIP weights from {path!r}: expected an OpenAI CLIP "
-                         f"TorchScript archive or a state-dict file ({reason})") from None
+        raise unreadable_weights(err, path, "CLIP", "an OpenAI CLIP TorchScript archive or a state-dict file") from None
+    obj = as_state_dict(obj, path, "CLIP")
+    return {k: v for k, v in obj.items() if k not in _ARCHIVE_EXTRAS}
+
+
+def unreadable_weights(err: Exception, path: str, what: str, expected: str) -> ValueError:
+    """The one-line error for a weights file that could not be read: names the file, ``what`` it
+    should hold, ``expected`` formats, and the loader's reason (whitespace collapsed, at most 300 chars)."""
+    reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+    return ValueError(f"cannot read {what} weights from {path!r}: expected {expected} ({reason})")
+
+
+def as_state_dict(obj, path: str, what: str) -> dict:
+    """What a weights file held as ``{name: tensor}``: a ``{"state_dict": ...}`` wrapper unwrapped;
+    a one-line ValueError naming ``path`` unless it is a non-empty mapping of names to tensors."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):
-        raise ValueError(f"CLIP weights file {path!r} does not hold a state dict "
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        raise ValueError(f"{what} weights file {path!r} does not hold a state dict "
                          f"(a mapping of parameter names to tensors)")
-    return {k: v for k, v in obj.items() if k not in _ARCHIVE_EXTRAS}
+    return obj
