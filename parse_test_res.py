@@ -24,7 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from engine.repro.logparse import END_SIGNALS, RESULT_HEADER, scan_metric  # noqa: E402
+from engine.runs.logparse import END_SIGNALS, RESULT_HEADER, scan_metric  # noqa: E402
 
 
 class NothingFound(RuntimeError):

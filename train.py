@@ -75,8 +75,8 @@ def build_parser():
 
 
 def import_registrations():
-    """Import the repo's ``datasets`` and ``trainers`` packages so that they register their classes."""
-    for package in ("datasets", "trainers"):
+    """Import the repo's ``datasets``, ``demo`` and ``trainers`` packages so that they register their classes."""
+    for package in ("datasets", "demo", "trainers"):
         module = importlib.import_module(package)
         location = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or list(module.__path__)[0]))
         if os.path.dirname(location) != REPO_ROOT:
@@ -96,14 +96,14 @@ def print_args(args, cfg, logger):
 
 
 def _record_run(args, cfg, logger):
-    """Write ``OUTPUT_DIR/run_record.json`` (the settings this run uses; ``engine.repro.record``).
+    """Write ``OUTPUT_DIR/run_record.json`` (the settings this run uses; ``engine.runs.record``).
 
     The scripts and the sweep skip a finished folder only when its record equals the requested
     settings. A direct ``train.py`` run into a folder recorded with other settings says so and replaces
     the record.
     """
     from engine.distributed import is_main_process
-    from engine.repro import record
+    from engine.runs import record
 
     if not cfg.OUTPUT_DIR or not is_main_process():
         return
@@ -142,7 +142,7 @@ def _user_errors():
     from engine.utils.io import WriteError  # a full disk or a permission error while writing a file
 
     # FloatingPointError: a non-finite training loss (epoch, batch, loss terms, what to try).
-    from engine.repro.locks import LockHeld  # another live run writes the same OUTPUT_DIR
+    from engine.runs.locks import LockHeld  # another live run writes the same OUTPUT_DIR
 
     errors = [ConfigError, RegistryKeyError, FileNotFoundError, CheckpointError, ValueError, WriteError,
               FloatingPointError, LockHeld]
@@ -178,10 +178,10 @@ RUN_LOCK = ".run.lock"
 
 
 def _run_with_cfg(args, cfg):
-    """Hold ``OUTPUT_DIR/.run.lock`` (``engine.repro.locks``, rank 0) for the whole run: a second run
+    """Hold ``OUTPUT_DIR/.run.lock`` (``engine.runs.locks``, rank 0) for the whole run: a second run
     into the same folder stops with one line while this one lives, on this host or another."""
     from engine.distributed import is_main_process
-    from engine.repro.locks import Lock
+    from engine.runs.locks import Lock
 
     if not cfg.OUTPUT_DIR or not is_main_process():
         return _run_locked(args, cfg)

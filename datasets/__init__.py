@@ -1,21 +1,9 @@
-"""Dataset classes; importing this package registers every one in ``engine.data.DATASET_REGISTRY``."""
-from . import (  # noqa: F401
-    caltech101,
-    csv_dataset,
-    dtd,
-    eurosat,
-    fgvc_aircraft,
-    food101,
-    image_folder,
-    imagenet,
-    imagenet_a,
-    imagenet_r,
-    imagenet_sketch,
-    imagenetv2,
-    oxford_flowers,
-    oxford_pets,
-    shapes,
-    stanford_cars,
-    sun397,
-    ucf101,
-)
+"""Dataset classes; importing this package imports every module in it, which registers each dataset class
+in ``engine.data.DATASET_REGISTRY`` (a new ``datasets/<name>.py`` needs no edit here). Modules whose name
+starts with ``_`` and the torch-free protocol tables (``benchmark``) are helpers, imported by who needs them.
+"""
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")

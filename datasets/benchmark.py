@@ -1,4 +1,4 @@
-"""The benchmark's dataset lists (torch-free; read by ``engine.repro.methods`` by path).
+"""The benchmark's dataset lists (torch-free; read by ``repro.methods`` by path).
 
 Config file stems under ``configs/datasets``, in the papers' table order:
 ``BASE2NEW_DATASETS`` (base-to-novel, the 11 datasets), ``XD_SOURCE`` (cross-dataset and

@@ -13,7 +13,7 @@ are the ones ``train.py`` uses). Config: defaults -> the trainer nodes -> ``conf
 ``backbone`` -> ``opts`` (``{"KEY.NAME": value}``). ``INPUT.SIZE``, ``INPUT.PIXEL_MEAN``,
 ``INPUT.PIXEL_STD``, ``INPUT.INTERPOLATION`` and ``INPUT.TRANSFORMS`` that neither ``config`` nor
 ``opts`` set follow the backbone (its image size and the normalisation its weights were trained
-with). ``load_model`` rebuilds the config a run recorded in ``run_record.json`` (``engine.repro.record``).
+with). ``load_model`` rebuilds the config a run recorded in ``run_record.json`` (``engine.runs.record``).
 """
 import contextlib
 import logging
@@ -65,7 +65,7 @@ def _yaml_keys(path) -> set:
         return set()
     import yaml
 
-    from engine.repro.record import flatten_cfg
+    from engine.runs.record import flatten_cfg
 
     with open(path, "r", encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
@@ -209,7 +209,7 @@ def load_model(model_dir, classnames, epoch=None, trainer=None, config=None, dev
     ``trainer`` (and ``config`` / ``opts`` as the run was trained with). ``epoch``: the checkpoint
     ``model.pth.tar-<epoch>`` (default: the best, else the last one), as ``--load-epoch``.
     """
-    from engine.repro.record import RECORD_FILE, read_record
+    from engine.runs.record import RECORD_FILE, read_record
 
     names = _check_classnames(classnames)
     if not os.path.isdir(model_dir):

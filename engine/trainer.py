@@ -30,7 +30,7 @@ from engine.distributed import (average_gradients, average_summary, barrier, bro
 from engine.evaluator import build_evaluator
 from engine.precision import autocast_context, make_grad_scaler, resolve_precision
 from engine.registry import Registry
-from engine.repro.run_metrics import write_run_metrics
+from engine.runs.run_metrics import write_run_metrics
 from engine.resume_point import load_resume_point, remove_resume_point, save_resume_point
 from engine.utils import signals
 from engine.utils.device import select_device

@@ -1,6 +1,6 @@
 # Shared by scripts/<method>/*.sh: strict mode, repo root as working directory, one python entry.
 # DATA (dataset root, default ./data in the repo), OUTPUT_ROOT (default output), CFG (config name
-# override), XD_SOURCE (xd source, default imagenet) are read by engine/repro/job.py.
+# override), XD_SOURCE (xd source, default imagenet) are read by repro/job.py.
 set -euo pipefail
 _REPRO_CALLER_PWD="$PWD"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,5 +12,5 @@ cd "$REPO_ROOT"
 
 # repro_job METHOD KIND ARGS... : skip if finished, resume if half-finished, else run train.py
 repro_job() {
-    exec "${PYTHON:-$(command -v python || command -v python3)}" -m engine.repro.job "$@"
+    exec "${PYTHON:-$(command -v python || command -v python3)}" -m repro.job "$@"
 }

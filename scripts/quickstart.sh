@@ -55,7 +55,7 @@ else
     stage install bash scripts/install.sh
 fi
 export DATA="${DATA:-./data}"
-stage data "$PYTHON" -c "import sys; from datasets.shapes import ensure_$DATASET as ensure; print('dataset:', ensure(sys.argv[1]))" "$DATA"
+stage data "$PYTHON" -c "import sys; from demo.shapes import ensure_$DATASET as ensure; print('dataset:', ensure(sys.argv[1]))" "$DATA"
 
 if [[ "$PRETRAIN" == "1" ]]; then
     pretrain_out=$(mktemp)

@@ -267,10 +267,10 @@ LAYOUTS = {
 
 
 def make_shapes(root, classes=None, counts=None, size=224):
-    """The Shapes demo tree under ``<root>/shapes`` (see datasets/shapes.py); small ``counts``/``size``
+    """The Shapes demo tree under ``<root>/shapes`` (see demo/shapes.py); small ``counts``/``size``
     keep tests fast, e.g. ``make_shapes(root, counts={"train": 4, "val": 2, "test": 4}, size=32)``."""
-    from datasets._shapes_draw import SHAPE_NAMES
-    from datasets.shapes import ensure_shapes
+    from demo.shapes_draw import SHAPE_NAMES
+    from demo.shapes import ensure_shapes
     return ensure_shapes(str(root), classes=tuple(classes or SHAPE_NAMES), counts=counts, size=size)
 
 

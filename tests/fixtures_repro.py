@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from engine.repro.methods import BASE2NEW_DATASETS, DG_TARGETS, METHODS
+from repro.methods import BASE2NEW_DATASETS, DG_TARGETS, METHODS
 
 # Per-method max epochs of the stub config tree (distinct values so load-epoch derivation is visible)
 STUB_EPOCHS = {"b2n": 5, "xd": 2}

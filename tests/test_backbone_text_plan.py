@@ -18,8 +18,8 @@ from engine.backbone.prompted_text import default_text_plan
 from engine.backbone.text_plan import TextPlan
 from engine.config import ConfigError, get_cfg_default, merge_from_file
 from engine.config.setup import validate_cfg
-from engine.repro.methods import METHODS as DECLARED
-from engine.repro.methods import get_method
+from repro.methods import METHODS as DECLARED
+from repro.methods import get_method
 from engine.trainer import TRAINER_REGISTRY
 from trainers.config import extend_cfg
 

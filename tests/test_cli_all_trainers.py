@@ -1,6 +1,6 @@
 """Every declared method through ``train.py`` with its official config, on Shapes, with the tiny backbone.
 
-The table is derived from the method declarations (``engine.repro.methods.METHODS``): a new
+The table is derived from the method declarations (``repro.methods.METHODS``): a new
 ``trainers/<method>.py`` with its ``METHOD`` literal and YAML configs is covered without an edit here.
 For each method: ``--no-train`` builds and logs the trainable-parameter count without training or
 testing; a one-epoch base-class run trains, saves the last epoch and prints the result block; then
@@ -13,7 +13,7 @@ import re
 import pytest
 
 import train
-from engine.repro.methods import METHODS
+from repro.methods import METHODS
 from tests.fixtures_data import make_shapes
 
 #: deepest prompt the 3-block tiny backbone takes

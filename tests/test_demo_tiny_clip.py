@@ -26,7 +26,7 @@ import sys
 
 import pytest
 
-from engine.backbone.tiny_pretrain import Recipe, ensure_pretrained
+from demo.tiny_pretrain import Recipe, ensure_pretrained
 
 pytestmark = pytest.mark.slow  # subprocess runs (seconds each); CI's second pass skips them (-m 'not slow')
 
@@ -55,7 +55,7 @@ def tiny_clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from datasets.shapes import ensure_shape_sketches, ensure_shapes
+    from demo.shapes import ensure_shape_sketches, ensure_shapes
     root = str(tmp_path_factory.mktemp("data"))
     ensure_shapes(root)
     ensure_shape_sketches(root)

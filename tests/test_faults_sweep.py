@@ -15,8 +15,8 @@ import time
 import pytest
 
 import train
-from engine.repro.locks import Lock, LockHeld
-from engine.repro.runner import SweepState
+from engine.runs.locks import Lock, LockHeld
+from repro.runner import SweepState
 from fixtures_repro import make_config_root, stub_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def _racer(barrier, queue, paths):
 
 def test_stale_lock_race_200_trials_exactly_one_owner(tmp_path, monkeypatch):
     monkeypatch.delenv("HARNESS_HOSTNAME", raising=False)
-    host, dead = __import__("engine.repro.locks", fromlist=["host_name"]).host_name(), _dead_pid()
+    host, dead = __import__("engine.runs.locks", fromlist=["host_name"]).host_name(), _dead_pid()
     paths = []
     for i in range(200):
         path = str(tmp_path / f"lock{i}")

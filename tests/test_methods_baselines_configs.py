@@ -132,8 +132,8 @@ def test_coop_csc_count_scales_with_classes(vit_b16):
 
 def test_full_build_logs_count(tmp_path):
     """Through the real trainer build (load_clip with RANDOM_INIT, Shapes data) for CoOp vit_b16."""
-    from datasets._shapes_draw import SHAPE_NAMES
-    from datasets.shapes import ensure_shapes
+    from demo.shapes_draw import SHAPE_NAMES
+    from demo.shapes import ensure_shapes
     from engine.trainer import build_trainer
 
     ensure_shapes(str(tmp_path), classes=SHAPE_NAMES[:3], counts={"train": 2, "val": 1, "test": 1}, size=32)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import trainers  # noqa: F401  (registers the trainers)
-from datasets.shapes import ensure_shapes
+from demo.shapes import ensure_shapes
 from engine.config import setup_cfg
 from engine.trainer import build_trainer
 from trainers.config import extend_cfg
@@ -58,7 +58,7 @@ TEXT_CALLS_PER_EVAL = {"CoOp": 1, "CoCoOp": TEST_IMAGES // BATCH, "IVLP": 1, "VP
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes_root")
-    from datasets._shapes_draw import SHAPE_NAMES
+    from demo.shapes_draw import SHAPE_NAMES
     ensure_shapes(str(root), classes=SHAPE_NAMES[:N_CLASSES], counts={"train": 4, "val": 2, "test": 4}, size=32)
     return root
 

@@ -10,7 +10,7 @@ import pytest
 from engine.config import get_cfg_default
 from engine.config.setup import ConfigError, validate_cfg
 from engine.precision import PREC_NAMES, check_prec
-from engine.repro.methods import METHOD_ORDER, METHODS, get_method, load_methods
+from repro.methods import METHOD_ORDER, METHODS, get_method, load_methods
 from engine.trainer import TRAINER_REGISTRY
 from trainers.config import extend_cfg, method_declarations
 
@@ -46,7 +46,7 @@ def test_extend_cfg_adds_exactly_the_declared_nodes_and_defaults():
 
 
 def test_method_table_and_config_nodes_are_read_without_torch():
-    code = ("import sys; import engine.repro.methods as m; from engine.repro.record import default_settings; "
+    code = ("import sys; import repro.methods as m; from engine.runs.record import default_settings; "
             f"default_settings({REPO!r}); assert 'kgcoop' in m.METHODS; assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.backbone import build_random_clip, tokenize
-from engine.repro.methods import get_method
-from engine.repro.plan import Context, build_plan
+from repro.methods import get_method
+from repro.plan import Context, build_plan
 from tests.fixtures_data import make_shapes
 from trainers.kgcoop import KgCoOpCLIP
 
@@ -91,8 +91,8 @@ def test_official_checkpoint_unused_tensors_are_dropped(clip_model):
 
 @pytest.mark.slow
 def test_base2new_train_and_test_through_the_job_runner(tmp_path, monkeypatch, capsys):
-    """``scripts/kgcoop/base2new_{train,test}.sh`` run ``python -m engine.repro.job``: the same, in process."""
-    from engine.repro import job
+    """``scripts/kgcoop/base2new_{train,test}.sh`` run ``python -m repro.job``: the same, in process."""
+    from repro import job
 
     data = tmp_path / "data"
     make_shapes(data, classes=("circle", "square", "triangle", "star"), counts={"train": 6, "val": 2, "test": 3},

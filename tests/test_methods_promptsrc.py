@@ -351,8 +351,8 @@ def test_train_py_base_then_novel(data_root, tmp_path):
 
 
 def test_sweep_plans_promptsrc(tmp_path):
-    from engine.repro.methods import METHOD_ORDER, get_method
-    from engine.repro.plan import Context, make_job
+    from repro.methods import METHOD_ORDER, get_method
+    from repro.plan import Context, make_job
 
     spec = get_method("promptsrc")
     assert spec.trainer == "PromptSRC" and get_method("PromptSRC") is spec and "promptsrc" in METHOD_ORDER

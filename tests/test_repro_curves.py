@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from engine.repro.curves import event_accuracy, find_runs, log_accuracy, loss_curves, write_curves
+from repro.report.curves import event_accuracy, find_runs, log_accuracy, loss_curves, write_curves
 from fixtures_repro import result_block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine.repro import record
-from engine.repro.methods import METHODS
-from engine.repro.plan import Context, build_plan, cfg_node, make_job
+from engine.runs import record
+from repro.methods import METHODS
+from repro.plan import Context, build_plan, cfg_node, make_job
 from fixtures_repro import make_config_root, stub_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

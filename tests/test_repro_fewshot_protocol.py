@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engine.repro.plan import Context, build_plan
+from repro.plan import Context, build_plan
 from fixtures_repro import make_config_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,7 +162,7 @@ def test_fewshot_sweep_on_shapes_prints_table_and_plot(tmp_path):
 
 
 def test_every_method_script_folder_has_fewshot_and_reproduce():
-    from engine.repro.methods import get_method
+    from repro.methods import get_method
 
     root = os.path.join(REPO, "scripts")
     dirs = [d for d in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, d, "base2new_train.sh"))]

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from engine.repro.launchers import _expand_array, parse_minutes, parse_sbatch, waves
-from engine.repro.plan import Context, build_plan
+from repro.launchers import _expand_array, parse_minutes, parse_sbatch, waves
+from repro.plan import Context, build_plan
 from fixtures_repro import make_config_root, read_calls, stub_env
 
 pytest.importorskip("submitit")
@@ -167,7 +167,7 @@ def test_slurm_arrays_dependencies_state_and_status(tmp_path, croot):
     assert {j: state[j]["scheduler_id"] for j in (train1, train2, test1, test2)} == \
         {train1: "1001_0", train2: "1001_1", test1: "1002_0", test2: "1002_1"}
     assert all(state[j]["launcher"] == "slurm" and state[j]["status"] == "submitted" for j in state)
-    # each array task runs the stored job through engine.repro.launchers --run-job
+    # each array task runs the stored job through repro.launchers --run-job
     spec_dir = tmp_path / "out" / ".submitit" / "jobs"
     assert len(list(spec_dir.glob("*.json"))) == 4
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from engine.repro.logparse import parse_lines, read_run_result, run_status, scan_metric
+from engine.runs.logparse import parse_lines, read_run_result, run_status, scan_metric
 from fixtures_repro import log_lines, result_block, write_log
 
 

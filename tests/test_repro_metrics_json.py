@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from engine.repro.collect import scan
-from engine.repro.run_metrics import METRICS_FILE, REQUIRED_KEYS, code_version, read_metrics
+from repro.report.collect import scan
+from engine.runs.run_metrics import METRICS_FILE, REQUIRED_KEYS, code_version, read_metrics
 from fixtures_repro import write_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

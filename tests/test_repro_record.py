@@ -1,4 +1,4 @@
-"""Run records (``engine.repro.record``): train.py records its settings; the scripts and the sweep
+"""Run records (``engine.runs.record``): train.py records its settings; the scripts and the sweep
 skip a finished folder only when the requested settings equal the recorded ones, and refuse with one
 line naming the differing keys otherwise."""
 import json
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from engine.repro import record
-from engine.repro.plan import Context, make_job
+from engine.runs import record
+from repro.plan import Context, make_job
 from fixtures_repro import make_config_root, read_calls, stub_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +122,7 @@ def test_half_finished_run_with_other_settings_is_not_resumed(tmp_path):
 
 @pytest.mark.parametrize("status", ["finished", "partial"])
 def test_folder_without_record_keeps_the_old_behaviour(tmp_path, status):
-    from engine.repro.runner import settings_problem
+    from repro.runner import settings_problem
 
     croot = make_config_root(str(tmp_path / "cfgroot"))
     ctx = Context(repo_root=REPO, output_root=str(tmp_path / "out"), data_root=str(tmp_path / "data"),

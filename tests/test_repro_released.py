@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from engine.repro.released import dataset_of, discover
-from engine.repro.plan import PlanError
+from repro.released import dataset_of, discover
+from repro.plan import PlanError
 from fixtures_repro import make_config_root, read_calls, stub_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from engine.repro.methods import BASE2NEW_DATASETS, DG_TARGETS, XD_TARGETS
-from engine.repro.plan import Context, PlanError, build_plan, make_job, resolve_max_epoch
+from repro.methods import BASE2NEW_DATASETS, DG_TARGETS, XD_TARGETS
+from repro.plan import Context, PlanError, build_plan, make_job, resolve_max_epoch
 from fixtures_repro import make_config_root, read_calls, stub_accuracy, stub_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,7 +175,7 @@ def test_interrupted_sweep_resumes(tmp_path, croot):
     assert (tmp_path / "out" / ".sweep.lock").exists()  # left by the killed sweep: stale, taken over
     r = sweep(tmp_path, croot, *args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    from engine.repro.locks import Lock
+    from engine.runs.locks import Lock
     assert Lock(str(tmp_path / "out" / ".sweep.lock")).holder() is None  # released (a "free" generation)
     calls = read_calls(str(tmp_path))
     assert len(calls) == 7 and sum(victim in c for c in calls) == 2

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from engine.repro.collect import scan
-from engine.repro.logparse import RANDOM_WEIGHTS_MARK, run_facts
-from engine.repro.tables import build_tables, render_csv, render_markdown
+from repro.report.collect import scan
+from engine.runs.logparse import RANDOM_WEIGHTS_MARK, run_facts
+from repro.report.tables import build_tables, render_csv, render_markdown
 from fixtures_repro import log_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine.repro.collect import classify, scan
-from engine.repro.methods import BASE2NEW_DATASETS
-from engine.repro.tables import build_tables, render_csv, render_markdown
+from repro.report.collect import classify, scan
+from repro.methods import BASE2NEW_DATASETS
+from repro.report.tables import build_tables, render_csv, render_markdown
 from fixtures_repro import write_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

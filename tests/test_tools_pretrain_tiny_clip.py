@@ -10,14 +10,14 @@ import random
 import pytest
 import torch
 
-from engine.backbone.tiny_pretrain import (Recipe, caption, contrastive_loss, encode_text, ensure_pretrained,
+from demo.tiny_pretrain import (Recipe, caption, contrastive_loss, encode_text, ensure_pretrained,
                                            position_words, pretrain, size_word, weights_path)
 
 TINY = Recipe(vision_width=64, vision_layers=2, text_layers=2, pool_size=40, steps=2, batch_size=8, warmup_steps=1)
 
 
 def test_draw_with_attributes_is_draw_shape():
-    from datasets._shapes_draw import SHAPE_NAMES, draw_shape, draw_shape_with_attributes
+    from demo.shapes_draw import SHAPE_NAMES, draw_shape, draw_shape_with_attributes
     for i, name in enumerate(SHAPE_NAMES):
         img, attrs = draw_shape_with_attributes(name, random.Random(i), 64)
         assert img.tobytes() == draw_shape(name, random.Random(i), 64).tobytes()
@@ -25,7 +25,7 @@ def test_draw_with_attributes_is_draw_shape():
 
 
 def test_caption_words():
-    from datasets._shapes_draw import ShapeAttributes
+    from demo.shapes_draw import ShapeAttributes
     attrs = ShapeAttributes("star", (230, 20, 25), (20, 40, 230), 0.34, 0.2, 0.8)
     assert size_word(0.17) == "small" and size_word(0.25) == "medium" and size_word(0.34) == "large"
     assert position_words(0.2, 0.8) == "bottom left" and position_words(0.5, 0.5) == "center"
@@ -38,7 +38,7 @@ def test_caption_words():
 
 
 def test_truncated_text_encoding_equals_clip():
-    from engine.backbone.tiny_pretrain import build_initial_model
+    from demo.tiny_pretrain import build_initial_model
     from engine.backbone.tokenizer import tokenize
     model = build_initial_model(TINY).eval()
     tokens = tokenize(["a photo of a star.", "a small red circle in the top left."])
@@ -104,7 +104,7 @@ def test_recipe_architecture_heads_follow_clip(key):
 def test_recoloured_silhouette_equals_the_drawing_in_those_colours():
     """``render(mask, bg, fg)`` is the drawing resized as the test transform does (up to uint8 rounding
     and bicubic overshoot at edges), so training images follow the Shapes dataset's distribution."""
-    from engine.backbone.tiny_pretrain import draw_pool, draw_silhouettes, render
+    from demo.tiny_pretrain import draw_pool, draw_silhouettes, render
     recipe = Recipe(pool_size=20)
     masks, labels, attrs = draw_silhouettes(recipe, 20, stream=3)
     images, labels2, _ = draw_pool(recipe, 20, stream=3)  # same stream: the same drawings
@@ -117,7 +117,7 @@ def test_recoloured_silhouette_equals_the_drawing_in_those_colours():
 
 def test_colour_curriculum_goes_from_black_and_white_to_the_dataset_colours():
     import math
-    from engine.backbone.tiny_pretrain import sample_colours
+    from demo.tiny_pretrain import sample_colours
     bg, fg = sample_colours(random.Random(0), 200, mix=0.0)
     assert set(bg.unique().tolist()) == {0.0, 255.0} and torch.equal(fg, 255 - bg)
     assert (bg[:, 0] == 0).any() and (bg[:, 0] == 255).any()  # both polarities
@@ -127,7 +127,7 @@ def test_colour_curriculum_goes_from_black_and_white_to_the_dataset_colours():
 
 
 def test_pca_patch_init_whitens_the_patch_embedding():
-    from engine.backbone.tiny_pretrain import build_initial_model, pca_patch_init
+    from demo.tiny_pretrain import build_initial_model, pca_patch_init
     model = build_initial_model(TINY)
     images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
     pca_patch_init(model, images)

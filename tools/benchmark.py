@@ -6,7 +6,7 @@
         [--prec fp32|fp16|bf16|amp] [--isolate auto|on|off] [--code-root DIR] [--label TEXT]
         [--json OUT.json] [KEY VALUE ...]
 
-A method SPEC is a method name (``engine.repro.methods``) optionally followed by config opts for
+A method SPEC is a method name (``repro.methods``) optionally followed by config opts for
 that method only: ``NAME[:KEY=VALUE[:KEY=VALUE ...]]``, e.g. ``CoMMA:TRAINER.COMMA.KD_TOKENS=real``;
 the same method may appear several times with different opts. The trainer is the registered class,
 built by the Python API (``engine.api.from_config``: its normal ``__init__``, class names instead of
@@ -54,8 +54,8 @@ EXIT_FAILED = 1
 
 
 def default_methods():
-    """Every declared method's trainer name, in table order (``engine.repro.methods.METHODS``)."""
-    from engine.repro.methods import METHODS
+    """Every declared method's trainer name, in table order (``repro.methods.METHODS``)."""
+    from repro.methods import METHODS
 
     return tuple(spec.trainer for spec in METHODS.values())
 
@@ -196,7 +196,7 @@ def parse_method_spec(text):
 
 def resolve_methods(names):
     """Variants in the given order (duplicates dropped); ``all`` = every declared method."""
-    from engine.repro.methods import get_method
+    from repro.methods import get_method
 
     if [n.lower() for n in names] == ["all"]:
         names = default_methods()

@@ -12,7 +12,7 @@ targets + average), domain generalisation (source + 4 targets + average) and few
 shots per dataset and averaged). Missing runs show as "—" with a count.
 Rows say what their numbers are: random backbone weights, and epochs/shots when they differ within a
 table; with --compare, an average over fewer datasets than the paper's is labelled and gets no Δ.
-Statistics and layouts: engine/repro/tables.py, engine/repro/collect.py, docs/REPRODUCE.md.
+Statistics and layouts: repro/report/tables.py, repro/report/collect.py, docs/REPRODUCE.md.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from engine.utils.io import atomic_write_text  # noqa: E402
-from engine.repro.collect import scan  # noqa: E402
-from engine.repro.tables import RENDERERS, build_tables  # noqa: E402
+from repro.report.collect import scan  # noqa: E402
+from repro.report.tables import RENDERERS, build_tables  # noqa: E402
 
 
 def load_paper_numbers(path: str) -> dict:
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     if args.out:
         atomic_write_text(args.out, text)
     if args.plot:
-        from engine.repro.curves import write_curves
-        from engine.repro.plots import write_plots
+        from repro.report.curves import write_curves
+        from repro.report.plots import write_plots
         for path in write_plots(tables, args.plot) + write_curves(args.root, args.plot):
             print(f"wrote {path}", file=sys.stderr)
     return 0

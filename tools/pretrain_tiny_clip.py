@@ -3,7 +3,7 @@
     python tools/pretrain_tiny_clip.py [--cache-dir DIR] [--seed N] [--steps N] [--force] [--print-recipe]
 
 Trains a small OpenAI-architecture CLIP contrastively on drawn images of every Shapes class with
-varied captions (``engine.backbone.tiny_pretrain``), seeded and deterministic, and saves its state
+varied captions (``demo.tiny_pretrain``), seeded and deterministic, and saves its state
 dict atomically at ``<cache dir>/tiny-clip-shapes-<digest of the recipe>.pt`` (default cache dir:
 ``$CLIP_CACHE_DIR`` or ``~/.cache/clip``), next to a ``.json`` with the recipe and final metrics.
 When that file exists nothing is trained. The last stdout line is the weights path; use it with
@@ -22,7 +22,7 @@ if REPO_ROOT not in sys.path:
 
 
 def build_parser():
-    from engine.backbone.tiny_pretrain import Recipe
+    from demo.tiny_pretrain import Recipe
 
     d = Recipe()
     p = argparse.ArgumentParser(description="Pretrain the tiny demo CLIP on drawn Shapes (cached; prints the weights path)")
@@ -37,7 +37,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.backbone.tiny_pretrain import Recipe, ensure_pretrained, weights_path
+    from demo.tiny_pretrain import Recipe, ensure_pretrained, weights_path
 
     if args.steps < 1:
         print(f"error: --steps must be >= 1, got {args.steps}", file=sys.stderr)

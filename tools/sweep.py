@@ -6,11 +6,11 @@
     python tools/sweep.py --protocol fewshot --methods CoOp --datasets all --shots 1 2 4 8 16
     python tools/sweep.py --protocol released --methods MaPLe --weights DIR
 
-Plans every job (order: protocol -> method -> seed -> dataset; see engine/repro/plan.py), skips
+Plans every job (order: protocol -> method -> seed -> dataset; see repro/plan.py), skips
 finished ones (their log.txt has a final result and their run_record.json the requested settings),
 runs the rest one per listed GPU (or one at a time), records failures in
 ``<output-root>/sweep_state.json`` and continues; dependent jobs of a failed one are ``blocked``; a
-folder run with other settings fails with one line (``engine.repro.record``). Exit code 0 only when
+folder run with other settings fails with one line (``engine.runs.record``). Exit code 0 only when
 every job is finished. Re-run the same command to continue after an interruption or a failure.
 ``--dry-run`` prints one line per job: ``<status> <job id> [note]`` with status finished / pending /
 blocked / differs, each followed by the job's full ``train.py`` command line (shell-quoted, run in the
@@ -27,12 +27,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from engine.repro.methods import METHOD_ORDER, METHODS, XD_SOURCE  # noqa: E402
-from engine.repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
-from engine.repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
+from repro.methods import METHOD_ORDER, METHODS, XD_SOURCE  # noqa: E402
+from repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
+from repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
                                  default_train_py, plan_status, run_sweep)
-from engine.repro.launchers import add_arguments as add_launcher_arguments  # noqa: E402
-from engine.repro.launchers import run_from_args as run_launcher  # noqa: E402
+from repro.launchers import add_arguments as add_launcher_arguments  # noqa: E402
+from repro.launchers import run_from_args as run_launcher  # noqa: E402
 from engine.utils.cli import split_argv  # noqa: E402
 
 
@@ -114,15 +114,15 @@ def print_dry_run(jobs, state, python: str, train_py: str) -> None:
 
 def print_tables(protocols, output_root: str, plot_dir: str | None) -> None:
     """After a fewshot / released sweep: that protocol's tables (Markdown) and the few-shot plot."""
-    from engine.repro.collect import scan
-    from engine.repro.tables import build_tables, render_markdown
+    from repro.report.collect import scan
+    from repro.report.tables import build_tables, render_markdown
 
     if "fewshot" in protocols and os.path.isdir(os.path.join(output_root, "fewshot")):
         runs, _ = scan(output_root)
         tables = build_tables([r for r in runs if r.protocol == "fewshot"])
         print(render_markdown(tables))
         if tables:
-            from engine.repro.plots import write_plots
+            from repro.report.plots import write_plots
 
             for path in write_plots(tables, plot_dir or os.path.join(output_root, "plots")):
                 print(f"wrote {path}")

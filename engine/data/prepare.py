@@ -91,11 +91,9 @@ def _count_check(what, got, want):
 
 def verify_dataset(name, root, expected=None, decode=False):
     """All checks for registered dataset ``name`` under ``root`` (see module docstring)."""
-    import importlib
+    from engine.data.registry import DATASET_REGISTRY, import_dataset_packages
 
-    from engine.data import DATASET_REGISTRY
-
-    importlib.import_module("datasets")  # registers every dataset class
+    import_dataset_packages()  # registers every dataset class
     cls = DATASET_REGISTRY.get(name)
     name = cls.__name__
     expected = expected if expected is not None else PUBLISHED.get(name)

@@ -1,7 +1,8 @@
 """``DATASET_REGISTRY`` and ``build_dataset(cfg)`` (Dassl's registry contract).
 
-Dataset classes register under their Python class name (``DATASET.NAME``). ``build_dataset`` imports the
-top-level ``datasets`` package first so every dataset module has registered itself.
+Dataset classes register under their Python class name (``DATASET.NAME``). ``build_dataset`` first imports
+the dataset packages (``DATASET_PACKAGES``: the top-level ``datasets`` and the ``demo``) by name, as plugins,
+so every dataset module has registered itself; the engine has no static import of either.
 """
 import importlib
 
@@ -10,10 +11,19 @@ from engine.utils.logger import get_logger
 
 DATASET_REGISTRY = Registry("DATASET")
 
+#: packages whose import registers dataset classes (each imports its modules itself)
+DATASET_PACKAGES = ("datasets", "demo")
+
+
+def import_dataset_packages():
+    """Import every package of ``DATASET_PACKAGES`` so that all dataset classes are registered."""
+    for package in DATASET_PACKAGES:
+        importlib.import_module(package)
+
 
 def build_dataset(cfg):
     """Instantiate ``DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)``; logs ``Loading dataset: NAME``."""
-    importlib.import_module("datasets")
+    import_dataset_packages()
     name = cfg.DATASET.NAME
     if not name:
         raise ValueError("DATASET.NAME is empty; pass --dataset-config-file configs/datasets/<name>.yaml")

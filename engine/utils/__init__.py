@@ -1,6 +1,6 @@
 """Engine utilities (logger, atomic IO, seeding, env info, meters, device); Dassl ``dassl.utils`` names.
 
-Names are resolved lazily (PEP 562) so that torch-free tools (``engine.repro``, the scripts) can use
+Names are resolved lazily (PEP 562) so that torch-free tools (``engine.runs``, ``repro``, the scripts) can use
 the logger and the atomic writers without paying for ``import torch``.
 """
 import importlib

@@ -115,7 +115,7 @@ class Tracker:
 
 
 def _flat_config(cfg) -> dict:
-    from engine.repro.record import flatten_cfg
+    from engine.runs.record import flatten_cfg
 
     return flatten_cfg(cfg) if cfg is not None else {}
 

@@ -10,7 +10,7 @@
 ``settings`` is the effective config (defaults -> YAMLs -> flags -> opts, flattened to dotted keys)
 plus the evaluation flags ``--eval-only``, ``--model-dir`` (real path) and ``--load-epoch``, minus
 :data:`IGNORED_KEYS` (paths and logging that do not change results). ``hash``
-is the SHA-256 of its canonical JSON. The scripts and the sweep (``engine.repro.runner``) compute the
+is the SHA-256 of its canonical JSON. The scripts and the sweep (``repro.runner``) compute the
 settings of the requested run the same way and skip a finished run (or resume a half-finished one)
 only when they equal the recorded ones; otherwise :func:`mismatch_message` is the one-line error.
 """

@@ -6,7 +6,7 @@ the symmetric InfoNCE loss of CLIP,
 
     L = (CE(s * I T^T, y) + CE(s * T I^T, y)) / 2,   s = exp(logit_scale) <= 100 (learned),
 
-on images of every Shapes class drawn by ``datasets._shapes_draw`` (fresh random draws, never the
+on images of every Shapes class drawn by ``demo.shapes_draw`` (fresh random draws, never the
 Shapes dataset's own images), each paired at every step with a caption drawn from several phrasings
 of its shape, colour, size and position ("a photo of a large red star.", "a blue circle in the top
 left.", ...), tokenized by CLIP's tokenizer.
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from engine.utils.io import atomic_torch_save, atomic_write_json
 from engine.utils.logger import get_logger
 
-from ._clip import CLIP
-from .tokenizer import tokenize
-from .weights import clip_cache_dir
+from engine.backbone._clip import CLIP
+from engine.backbone.tokenizer import tokenize
+from engine.backbone.weights import clip_cache_dir
 
 #: bump when the training code changes what a recipe produces (part of the cache digest)
 CODE_VERSION = 2
@@ -180,7 +180,7 @@ def draw_pool(recipe: Recipe, n: int, stream: int):
 
     ``stream`` separates independent pools of one seed (0 = training pool, 1 = held-out check).
     """
-    from datasets._shapes_draw import draw_shape_with_attributes
+    from demo.shapes_draw import draw_shape_with_attributes
 
     rng = random.Random(f"tiny-clip-pool/{recipe.seed}/{stream}")
     images, labels, attrs = [], [], []
@@ -199,7 +199,7 @@ def draw_silhouettes(recipe: Recipe, n: int, stream: int):
     colour; the drawing is not anti-aliased) resized bicubically to ``R``."""
     from PIL import Image, ImageChops
 
-    from datasets._shapes_draw import draw_shape_with_attributes
+    from demo.shapes_draw import draw_shape_with_attributes
 
     rng = random.Random(f"tiny-clip-pool/{recipe.seed}/{stream}")
     masks, labels, attrs = bytearray(), [], []
@@ -221,7 +221,7 @@ def sample_colours(rng: random.Random, n: int, mix: float = 1.0):
     """``(background, foreground)`` as ``[n, 3]`` RGB float tensors: the Shapes dataset's distribution
     (random pairs at least 160 apart) blended with weight ``1 - mix`` towards a black/white pair of
     random polarity (``mix = 1``: the dataset's colours; ``mix = 0``: black and white)."""
-    from datasets._shapes_draw import _distinct_colours
+    from demo.shapes_draw import _distinct_colours
 
     pairs = [_distinct_colours(rng) for _ in range(n)]
     polarity = [rng.random() < 0.5 for _ in range(n)]

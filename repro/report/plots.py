@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from engine.repro.methods import DATASET_TITLES
+from repro.methods import DATASET_TITLES
 
 
 def _plt():

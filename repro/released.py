@@ -8,7 +8,7 @@ unzipped release folder. A folder of several datasets therefore reads::
 
 ``<dataset>`` is the dataset's config name (``caltech101``) or its table title (``Caltech101``,
 ``Flowers102``), in any case. ``<weights>/base/seed<N>`` (one dataset's folder itself) is accepted
-too when exactly one dataset is named. Bad input raises :class:`engine.repro.plan.PlanError` with
+too when exactly one dataset is named. Bad input raises :class:`repro.plan.PlanError` with
 one line naming the folder and the expected layout.
 """
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import re
 
-from engine.repro.methods import BASE2NEW_DATASETS, DATASET_TITLES
+from repro.methods import BASE2NEW_DATASETS, DATASET_TITLES
 
 LAYOUT = "<weights>/<dataset>/base/seed<N>/<model name>/model.pth.tar-<epoch> (the MaPLe/COMMA release layout)"
 _SEED = re.compile(r"^seed(\d+)$")
 
 
 def _error(msg: str):
-    from engine.repro.plan import PlanError
+    from repro.plan import PlanError
 
     return PlanError(msg)
 

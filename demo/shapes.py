@@ -27,7 +27,7 @@ from engine.data.split_dataset import SplitDataset
 from engine.data.splits import dump_json_text
 from engine.utils.logger import get_logger
 
-from ._shapes_draw import SHAPE_NAMES, draw_shape, draw_sketch
+from demo.shapes_draw import SHAPE_NAMES, draw_shape, draw_sketch
 
 IMAGE_SIZE = 224
 

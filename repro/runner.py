@@ -1,13 +1,13 @@
 """Run planned jobs: one at a time (a script call) or as a resumable sweep over a GPU pool.
 
-The run's own ``log.txt`` is the source of truth for "finished" (``engine.repro.logparse``); the
+The run's own ``log.txt`` is the source of truth for "finished" (``engine.runs.logparse``); the
 sweep state file ``<output-root>/sweep_state.json`` (written atomically after every change) records
 attempts, exit codes, timings and failures, so an interrupted or failed sweep can be inspected and
 re-run: finished jobs are skipped, half-finished ones rerun (``train.py`` resumes from the
 checkpoint in its output folder), failed ones are retried, jobs whose dependency failed are
 ``blocked``. Each job's stderr goes to ``<output_dir>/stderr.txt``. A finished or half-finished
 folder whose ``run_record.json`` holds other settings than the job's is never skipped, resumed or
-overwritten: the job fails with one line naming the differing keys (``engine.repro.record``).
+overwritten: the job fails with one line naming the differing keys (``engine.runs.record``).
 
 The command is ``[python, train_py] + job.args`` run in the repository root. ``SWEEP_TRAIN_PY`` and
 ``SWEEP_PYTHON`` environment variables replace ``train.py`` and the interpreter (used by tests).
@@ -17,7 +17,7 @@ SIGTERM when the sweep dies, even by SIGKILL (``engine.utils.signals.die_with_pa
 Ctrl-C of the sweep stops the running jobs cleanly (their state saved) and records them as
 ``interrupted``; each ``train.py`` holds ``<output_dir>/.run.lock`` for its lifetime, so a second run of
 a job cannot start while the first lives. ``<output root>/.sweep.lock`` keeps two sweeps apart; both
-are :class:`engine.repro.locks.Lock` (atomic, stale-safe, usable across hosts).
+are :class:`engine.runs.locks.Lock` (atomic, stale-safe, usable across hosts).
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ import sys
 import threading
 import time
 
-from engine.repro._util import atomic_write_json, get_log
-from engine.repro.locks import Lock, LockHeld, pid_alive
-from engine.repro.logparse import run_status
-from engine.repro.plan import Job, checkpoint_problem
-from engine.repro.record import check_settings
+from repro._util import atomic_write_json, get_log
+from engine.runs.locks import Lock, LockHeld, pid_alive
+from engine.runs.logparse import run_status
+from repro.plan import Job, checkpoint_problem
+from engine.runs.record import check_settings
 
 SCRIPT_HINT = ("To keep both, re-run with another OUTPUT_ROOT (e.g. OUTPUT_ROOT=output_new bash scripts/...); "
                "to replace it, delete that folder.")
@@ -52,7 +52,7 @@ class SweepLocked(RuntimeError):
 
 
 def acquire_lock(output_root: str) -> Lock:
-    """Take ``<output_root>/.sweep.lock`` (:class:`engine.repro.locks.Lock`); a lock of a dead sweep is
+    """Take ``<output_root>/.sweep.lock`` (:class:`engine.runs.locks.Lock`); a lock of a dead sweep is
     taken over. Raises :class:`SweepLocked` naming the holder (host, pid) when a live sweep holds it."""
     os.makedirs(output_root, exist_ok=True)
     path = os.path.join(output_root, LOCK_FILE)
@@ -116,7 +116,7 @@ _FIELD_TYPES = {"status": (str,), "kind": (str,), "started": (str,), "ended": (s
                 "gpu": (str,), "stderr": (str,), "output_dir": (str,), "rc": (int,), "attempts": (int,),
                 "seconds": (int, float)}
 _STATUSES = {"running", "finished", "failed", "blocked", "interrupted",
-             "submitted"}  # submitted: handed to a scheduler (engine.repro.launchers)
+             "submitted"}  # submitted: handed to a scheduler (repro.launchers)
 
 
 def _read_state(path: str):
@@ -211,12 +211,12 @@ def plan_status(job: Job, state: SweepState | None, by_id: dict) -> tuple:
 
 def settings_problem(job: Job, status: str, hint: str, repo_root: str | None = None) -> str | None:
     """For a ``finished`` or ``partial`` job folder, the one-line error when its ``run_record.json``
-    holds other settings than the job's (``engine.repro.record``); ``None`` when they are equal, when
+    holds other settings than the job's (``engine.runs.record``); ``None`` when they are equal, when
     the folder has no record (runs that predate records) or for a job not started yet."""
     if status not in ("finished", "partial"):
         return None
     state = "finished" if status == "finished" else "half-finished"
-    root = repo_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = repo_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         return check_settings(job.output_dir, job.args, root, state, hint)
     except ValueError as e:  # the requested settings themselves are invalid (ConfigError)

@@ -1,8 +1,8 @@
 """Sweep launchers through submitit: SLURM job arrays, submitit's local executor, a command list.
 
-Every submitted job runs ``python -m engine.repro.launchers --run-job SPEC.json`` in the repository
+Every submitted job runs ``python -m repro.launchers --run-job SPEC.json`` in the repository
 root: the planned job (stored as JSON under ``<output-root>/.submitit/jobs``) through
-``engine.repro.runner.run_single``, which skips a finished run, resumes a half-finished one and
+``repro.runner.run_single``, which skips a finished run, resumes a half-finished one and
 refuses a folder run with other settings or a test whose training run is not finished.
 ``--emit-commands FILE`` writes the plan as ``cd REPO && python train.py ...`` lines, in plan order
 (dependencies first; :func:`job_command`, the commands ``--dry-run`` shows).
@@ -35,10 +35,10 @@ import subprocess
 import sys
 import time
 
-from engine.repro.locks import Lock, host_name, pid_alive
-from engine.repro.logparse import run_status
-from engine.repro.plan import Context, Job
-from engine.repro.runner import (SWEEP_HINT, SweepLocked, SweepState, acquire_lock, default_python,
+from engine.runs.locks import Lock, host_name, pid_alive
+from engine.runs.logparse import run_status
+from repro.plan import Context, Job
+from repro.runner import (SWEEP_HINT, SweepLocked, SweepState, acquire_lock, default_python,
                                  default_train_py, run_single, settings_problem)
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -129,7 +129,7 @@ def write_job_spec(job: Job, folder: str) -> str:
 
 
 def run_job_spec(path: str, repo_root: str) -> int:
-    """Run one stored job in this process's machine: ``engine.repro.runner.run_single`` (skips a
+    """Run one stored job in this process's machine: ``repro.runner.run_single`` (skips a
     finished run, refuses other settings or an unfinished training run, resumes a half-finished one)."""
     with open(path, "r", encoding="utf-8") as f:
         spec = json.load(f)
@@ -294,10 +294,10 @@ def make_executor(kind: str, folder: str, opts: dict):
 
 
 def _submit_batch(executor, jobs, ctx, spec_dir, python):
-    """One submitit batch (a SLURM array): each job runs ``python -m engine.repro.launchers --run-job
+    """One submitit batch (a SLURM array): each job runs ``python -m repro.launchers --run-job
     SPEC`` in the repository root."""
     specs = [write_job_spec(j, spec_dir) for j in jobs]
-    cmd = [python or default_python(), "-m", "engine.repro.launchers", "--run-job"]
+    cmd = [python or default_python(), "-m", "repro.launchers", "--run-job"]
     with executor.batch():
         handles = [executor.submit(subprocess.check_call, cmd + [spec], cwd=ctx.repo_root) for spec in specs]
     return handles
@@ -469,12 +469,12 @@ def run_from_args(args, jobs, ctx: Context, state_path: str, emit=print) -> int 
 
 
 def main(argv=None) -> int:
-    """``python -m engine.repro.launchers --run-job SPEC.json``: what a submitted job runs."""
+    """``python -m repro.launchers --run-job SPEC.json``: what a submitted job runs."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "--run-job":
-        print("usage: python -m engine.repro.launchers --run-job SPEC.json", file=sys.stderr)
+        print("usage: python -m repro.launchers --run-job SPEC.json", file=sys.stderr)
         return 2
-    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return run_job_spec(argv[1], repo_root)
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from engine.repro.methods import (BASE2NEW_DATASETS, DG_TARGETS, METHOD_ORDER, XD_SOURCE,
+from repro.methods import (BASE2NEW_DATASETS, DG_TARGETS, METHOD_ORDER, XD_SOURCE,
                                   XD_TARGETS, MethodSpec, get_method)
 
 PROTOCOLS = ("base2new", "xd", "dg", "fewshot", "released")
@@ -267,7 +267,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
     xd training folder (``ctx.source``). Zero-shot methods run every kind as ``--eval-only``.
     ``shots``: K of a ``fewshot`` / ``coop_main`` job (default: ``DATASET.NUM_SHOTS`` of the opts, else 16).
     ``params``: ``coop_main`` / ``coop_eval`` settings ``ctp``, ``nctx``, ``csc`` (CoOp's defaults).
-    ``released_*`` jobs load ``<ctx.weights>``' checkpoint found by ``engine.repro.released``.
+    ``released_*`` jobs load ``<ctx.weights>``' checkpoint found by ``repro.released``.
     """
     spec = get_method(method)
     if kind not in KINDS:
@@ -304,7 +304,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         if spec.zero_shot:
             raise PlanError(f"{spec.trainer} has no learned weights to evaluate; released weights need a "
                             "prompt-learning method")
-        from engine.repro.released import weights_for
+        from repro.released import weights_for
 
         weights_dir = weights_for(ctx.weights, dataset, seed)
         extra["weights_dir"] = weights_dir
@@ -382,7 +382,7 @@ def build_plan(ctx: Context, protocols, methods, datasets, seeds, dg_targets=Non
     ``datasets``: ``["all"]`` or explicit config stems; they are the base-to-novel / few-shot datasets
     and the xd targets (minus the source). ``dg_targets`` defaults to the four ImageNet variants.
     ``shots``: the few-shot protocol's K values (default 1 2 4 8 16). The ``released`` protocol
-    evaluates the datasets and seeds found in ``ctx.weights`` (``engine.repro.released``), restricted
+    evaluates the datasets and seeds found in ``ctx.weights`` (``repro.released``), restricted
     to ``datasets`` / ``seeds`` when given (``seeds`` None = every seed found).
     """
     protos = expand_protocols(protocols)
@@ -407,7 +407,7 @@ def build_plan(ctx: Context, protocols, methods, datasets, seeds, dg_targets=Non
 
     for proto in protos:
         if proto == "released":
-            from engine.repro.released import discover
+            from repro.released import discover
 
             found = discover(ctx.weights, None if list(datasets) == ["all"] else b2n, seeds)
             for key in specs:

@@ -3,16 +3,16 @@
 
 Usage (what the scripts call, from the repository root)::
 
-    python -m engine.repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]
-    python -m engine.repro.job METHOD base2new_test  DATASET SEED [KEY VALUE ...]
-    python -m engine.repro.job METHOD xd_train [DATASET] SEED [KEY VALUE ...]   (DATASET default: imagenet)
-    python -m engine.repro.job METHOD xd_test  DATASET SEED [KEY VALUE ...]
-    python -m engine.repro.job METHOD fewshot  DATASET SEED SHOTS [KEY VALUE ...]   (all classes, K shots)
-    python -m engine.repro.job METHOD reproduce DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
-                                  (released weights: test base, then novel; engine.repro.released)
-    python -m engine.repro.job coop coop_main DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (seeds 1 2 3)
-    python -m engine.repro.job coop coop_eval DATASET CFG [KEY VALUE ...]                      (seeds 1 2 3)
-    python -m engine.repro.job zsclip zeroshot DATASET CFG [KEY VALUE ...]
+    python -m repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]
+    python -m repro.job METHOD base2new_test  DATASET SEED [KEY VALUE ...]
+    python -m repro.job METHOD xd_train [DATASET] SEED [KEY VALUE ...]   (DATASET default: imagenet)
+    python -m repro.job METHOD xd_test  DATASET SEED [KEY VALUE ...]
+    python -m repro.job METHOD fewshot  DATASET SEED SHOTS [KEY VALUE ...]   (all classes, K shots)
+    python -m repro.job METHOD reproduce DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
+                                  (released weights: test base, then novel; repro.released)
+    python -m repro.job coop coop_main DATASET CFG CTP NCTX SHOTS CSC [KEY VALUE ...]   (seeds 1 2 3)
+    python -m repro.job coop coop_eval DATASET CFG [KEY VALUE ...]                      (seeds 1 2 3)
+    python -m repro.job zsclip zeroshot DATASET CFG [KEY VALUE ...]
 
 A call with several jobs runs them in order and returns the first non-zero exit code (the others still run).
 Environment: ``DATA`` (dataset root, default ``./data``), ``OUTPUT_ROOT`` (default ``output``),
@@ -25,12 +25,12 @@ from __future__ import annotations
 import os
 import sys
 
-from engine.repro.methods import XD_SOURCE
-from engine.repro.plan import Context, PlanError, make_job
-from engine.repro.runner import run_single
+from repro.methods import XD_SOURCE
+from repro.plan import Context, PlanError, make_job
+from repro.runner import run_single
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USAGE = ("usage: python -m engine.repro.job METHOD {base2new_train,base2new_test,xd_train,xd_test} "
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USAGE = ("usage: python -m repro.job METHOD {base2new_train,base2new_test,xd_train,xd_test} "
          "[DATASET] SEED [KEY VALUE ...] | METHOD fewshot DATASET SEED SHOTS | METHOD reproduce DATASET SEED "
          "WEIGHTS_DIR | coop coop_main DATASET CFG CTP NCTX SHOTS CSC | coop coop_eval DATASET CFG | "
          "zsclip zeroshot DATASET CFG")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.repro.methods import BASE2NEW_DATASETS, DATASET_TITLES
+from repro.methods import BASE2NEW_DATASETS, DATASET_TITLES
 
 
 def _row_keys(runs):

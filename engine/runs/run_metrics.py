@@ -8,7 +8,7 @@ result block of ``log.txt`` does. Contents (``METRICS_VERSION`` 1)::
      "accuracy": 93.41, "error_rate": 6.59, "macro_f1": 92.8,   # percent, unrounded
      "total": 2465, "correct": 2302,
      "epoch": 5,                 # checkpoint epoch evaluated (None: zero-shot, nothing loaded)
-     "config_hash": "<12 hex>",  # the run_record.json hash of this run's settings (engine.repro.record)
+     "config_hash": "<12 hex>",  # the run_record.json hash of this run's settings (engine.runs.record)
      "seed": 1, "trainer": "CoMMA", "dataset": "Caltech101", "num_shots": 16,
      "subsample_classes": "base", "backbone": "ViT-B/16", "random_init": false, "prec": "fp16",
      "code_version": "0.1.0+src.<12 hex>",  # engine.__version__ + digest of the Python sources
@@ -85,7 +85,7 @@ def git_commit(repo_root: str = _REPO_ROOT):
 def _config_hash(cfg, mode: str, output_dir: str):
     """The ``run_record.json`` hash of this run (the entry of ``mode``, else the other one) when its
     recorded config equals ``cfg``; else the hash of ``cfg``'s own settings (a run without a record)."""
-    from engine.repro import record
+    from engine.runs import record
 
     ours = {k: v for k, v in record.effective_settings(cfg, None).items() if not k.startswith("--")}
     data = record.read_record(output_dir)

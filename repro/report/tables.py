@@ -10,7 +10,7 @@ Statistics (documented in docs/REPRODUCE.md):
 * ``--compare``: a published average is shown next to ours, and the difference only when ours
   covers the same datasets (all 11, the 10 xd targets, the 4 dg targets); never mixes seeds.
 A cell without any run is ``None`` in JSON and "— (k missing)" in text: never 0.
-The few-shot table (accuracy vs shots) is built and rendered by ``engine.repro.fewshot_table``.
+The few-shot table (accuracy vs shots) is built and rendered by ``repro.report.fewshot_table``.
 
 Tables say what their numbers are (``flags`` of each table, from each run's log): rows of runs built
 with random backbone weights are labelled ``(random weights)``; when the runs of one table differ in
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.repro import fewshot_table
-from engine.repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, METHOD_ORDER,
+from repro.report import fewshot_table
+from repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, METHOD_ORDER,
                                   XD_SOURCE, XD_TARGETS, get_method)
 
 DASH = "—"
@@ -119,7 +119,7 @@ def _flags(counted, names, methods) -> dict:
 
 
 def build_tables(runs, seeds=None, datasets=None) -> dict:
-    """Aggregate :class:`engine.repro.collect.Run` s into ``{"base2new": ..., "xd": ..., "dg": ...,
+    """Aggregate :class:`repro.report.collect.Run` s into ``{"base2new": ..., "xd": ..., "dg": ...,
     "fewshot": ...}`` (only the protocols with runs).
 
     ``seeds``: expected seeds (default: every seed seen in that protocol). ``datasets``: expected

@@ -1,6 +1,6 @@
 """Training curves per dataset and method: loss and accuracy against epochs, seeds overlaid (PNG).
 
-For every training run folder under an output root (layouts of ``engine.repro.collect.classify``;
+For every training run folder under an output root (layouts of ``repro.report.collect.classify``;
 runs whose log has no iteration lines, e.g. zero-shot, have no curves), one figure per (protocol,
 dataset, method, config, shots), named
 ``curves_<protocol>_<dataset>_<trainer>_<cfg>_<K>shots.png``, with two panels:
@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import re
 
-from engine.repro.collect import classify
-from engine.repro.logparse import log_files, parse_lines, read_run_result, run_facts
-from engine.repro.methods import DATASET_TITLES
-from engine.repro.plots import _plt, _safe
+from repro.report.collect import classify
+from engine.runs.logparse import log_files, parse_lines, read_run_result, run_facts
+from repro.methods import DATASET_TITLES
+from repro.report.plots import _plt, _safe
 
 _ITER = re.compile(r"^epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\] (.*)$")
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"

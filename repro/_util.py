@@ -1,4 +1,4 @@
-"""Shared helpers for ``engine.repro``: the project logger and atomic writes.
+"""Shared helpers for ``repro``: the project logger and atomic writes.
 
 Kept free of torch: the reproduction CLIs (scripts, sweep, collect_results, parse_test_res) must
 not pay ``import torch`` (~2 s) per call; ``engine.utils.io``/``logger`` import no torch.

@@ -15,10 +15,10 @@ Recognised layouts (relative to anywhere under the root; ours and the official r
 Roles: ``base`` (train_base, else test_base), ``novel`` (test_new), ``source`` (xd training run's
 own test), ``target`` (xd/dg evaluation; dg when the target is an ImageNet variant), ``all``
 (few-shot). The result of a folder is read from its ``metrics.json`` first
-(``engine.repro.run_metrics.read_metrics``: unrounded accuracy, the epoch evaluated, random weights),
+(``engine.runs.run_metrics.read_metrics``: unrounded accuracy, the epoch evaluated, random weights),
 else from ``log.txt``: a training folder counts only with a result block after its end signal;
 zero-shot ``train_base`` folders and all evaluation folders need only a result block; what the log
-says about how the run ran (``engine.repro.logparse.run_facts``: random backbone weights, epochs) is
+says about how the run ran (``engine.runs.logparse.run_facts``: random backbone weights, epochs) is
 kept, so that the tables can say what their numbers are. ``Run.source`` names the file read.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from engine.repro._util import get_log
-from engine.repro.logparse import log_files, read_run_result, run_facts
-from engine.repro.run_metrics import METRICS_FILE, read_metrics
-from engine.repro.methods import DG_TARGETS, canonical_trainer, get_method
+from repro._util import get_log
+from engine.runs.logparse import log_files, read_run_result, run_facts
+from engine.runs.run_metrics import METRICS_FILE, read_metrics
+from repro.methods import DG_TARGETS, canonical_trainer, get_method
 
 _SEED = re.compile(r"^seed(-?\d+)$")
 _SHOTS_DIR = re.compile(r"^shots_(\d+)$")

@@ -16,7 +16,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: folder of the method modules whose ``METHOD`` declarations form the table
 TRAINERS_DIR = os.path.join(REPO_ROOT, "trainers")
 
