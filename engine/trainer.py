@@ -15,91 +15,38 @@ barrier (``test()`` returns None on them); every rank resumes from the same chec
 """
 import datetime
 import os
-import random
-import sys
 import time
 from collections import OrderedDict
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from engine.checkpoint import BEST_FILE, CheckpointError, latest_checkpoint_path, load_checkpoint, save_checkpoint
-from engine.distributed import (average_gradients, average_summary, barrier, broadcast_parameters, is_distributed,
-                                 is_main_process)
+from engine.checkpoint import BEST_FILE
+from engine.distributed import average_summary, barrier, broadcast_parameters, is_main_process
 from engine.evaluator import build_evaluator
 from engine.precision import autocast_context, make_grad_scaler, resolve_precision
 from engine.registry import Registry
-from engine.runs.run_metrics import write_run_metrics
-from engine.resume_point import load_resume_point, remove_resume_point, save_resume_point
+from engine.resume_point import remove_resume_point
+from engine.training import progress
+from engine.training.checkpoints import CheckpointMixin
+from engine.training.evaluation import EvaluationMixin
+from engine.training.rng_state import capture_rng_state, restore_rng_state
+from engine.training.safe_stop import SafeStopMixin
+from engine.training.update_step import UpdateStepMixin
 from engine.utils import signals
 from engine.utils.device import select_device
-from engine.utils.io import atomic_save_npz, atomic_write_bytes
 from engine.utils.logger import get_logger
 from engine.utils.meters import AverageMeter, MetricMeter
 
 __all__ = ["TRAINER_REGISTRY", "TrainerBase", "SimpleTrainer", "TrainerX", "build_trainer", "capture_rng_state",
            "restore_rng_state"]
 
+_progress = progress.progress  # the name earlier releases exported
+
 TRAINER_REGISTRY = Registry("TRAINER")
 logger = get_logger()
 
 
-def _progress(iterable, desc, log_without_tty=True):
-    """tqdm bar on stderr on an interactive terminal; otherwise (batch jobs, redirected output) a log
-    line at every 10% of the loop, so long evaluations still show progress in ``log.txt`` (training
-    has its own iteration lines: ``log_without_tty=False``). No bar on ranks other than 0."""
-    if not is_main_process():
-        return iterable
-    if sys.stderr.isatty():
-        return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
-    return _logged_progress(iterable, desc) if log_without_tty else iterable
-
-
-def _logged_progress(iterable, desc, parts=10):
-    total = len(iterable) if hasattr(iterable, "__len__") else 0
-    marks = {max(1, round(total * k / parts)) for k in range(1, parts)} if total >= 2 * parts else set()
-    start = time.time()
-    for i, item in enumerate(iterable, 1):
-        yield item
-        if i in marks:
-            logger.info(f"{desc}: {i}/{total} batches ({time.time() - start:.0f} s)")
-
-
-def capture_rng_state():
-    """Python, NumPy, torch (and CUDA) RNG states as plain lists/ints/tensors (weights-only safe)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
-    state = {
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def restore_rng_state(state):
-    """Inverse of :func:`capture_rng_state`."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    npst = state["numpy"]
-    np.random.set_state(
-        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class TrainerBase:
+class TrainerBase(CheckpointMixin, SafeStopMixin, UpdateStepMixin):
     """Holds the registered ``(model, optimizer, scheduler)`` triples and the generic training loop."""
 
     def __init__(self):
@@ -134,164 +81,6 @@ class TrainerBase:
                 raise KeyError(f'No model registered as "{name}"; registered: {names_real}')
         return list(names)
 
-    # ------------------------------------------------------------------ checkpoint hooks
-    def state_dict_for_checkpoint(self, name):
-        """What ``save_model`` stores as ``state_dict`` for ``name`` (default: the full state dict)."""
-        return self._models[name].state_dict()
-
-    def load_state_dict_from_checkpoint(self, name, state_dict, source="checkpoint"):
-        """Load ``state_dict`` (read from ``source``) into model ``name``.
-
-        Strict with respect to what ``state_dict_for_checkpoint`` saves (minus ``IGNORE_KEYS_ON_LOAD``):
-        a missing, unexpected or wrongly shaped tensor raises a one-line ``CheckpointError`` naming ``source``.
-        Trainers that load partial or foreign state dicts override this hook.
-        """
-        model = self._models[name]
-        own = model.state_dict()
-        state_dict = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
-        for key, value in state_dict.items():
-            if key in own and tuple(own[key].shape) != tuple(value.shape):
-                raise CheckpointError(
-                    f"{source}: tensor {key} of {name} has shape {tuple(value.shape)}, the model expects "
-                    f"{tuple(own[key].shape)}"
-                )
-        expected = self.filter_state_dict_on_load(self.state_dict_for_checkpoint(name))
-        unexpected = sorted(k for k in state_dict if k not in own)
-        missing = sorted(k for k in expected if k not in state_dict)
-        if unexpected or missing:
-            raise CheckpointError(
-                f"{source} does not match {name}: {len(missing)} missing key(s) {missing[:3]}, "
-                f"{len(unexpected)} unexpected key(s) {unexpected[:3]}"
-            )
-        model.load_state_dict(state_dict, strict=False)
-
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Write ``directory/<name>/model.pth.tar-<epoch+1>`` (or ``model_name``) for every model (rank 0 only)."""
-        if not is_main_process():
-            return
-        rng_state = capture_rng_state()
-        for name in self.get_model_names():
-            state = self.checkpoint_state(name, epoch + 1, rng_state, val_result)
-            save_checkpoint(state, os.path.join(directory, name), is_best=is_best, model_name=model_name)
-
-    def checkpoint_state(self, name, epoch, rng_state, val_result=None):
-        """The checkpoint dict of model ``name`` (``epoch`` = completed epochs)."""
-        optim, sched = self._optims[name], self._scheds[name]
-        state = {
-            "state_dict": self.state_dict_for_checkpoint(name),
-            "epoch": epoch,
-            "optimizer": optim.state_dict() if optim is not None else None,
-            "scheduler": sched.state_dict() if sched is not None else None,
-            "val_result": None if val_result is None else float(val_result),
-            "rng_state": rng_state,
-        }
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        return state
-
-    def resume_model_if_exist(self, directory):
-        """Restore every model/optimizer/scheduler (and the RNG state) from ``directory``; return the start epoch.
-
-        The newest of the epoch checkpoints and the resume point of a run stopped by a signal
-        (``engine.resume_point``; then ``self._resume_batch`` batches of the start epoch are skipped).
-        """
-        start_epoch = self._resume_epoch_checkpoints(directory)
-        point = load_resume_point(directory, self.get_model_names(), start_epoch)
-        if point is None:
-            return start_epoch
-        for name, ckpt in point.items():
-            self._load_training_state(name, ckpt, os.path.join(directory, name))
-        ckpt = next(iter(point.values()))
-        restore_rng_state(ckpt["rng_state"])
-        self._resume_batch, self._resume_epoch_rng = int(ckpt["batch"]), ckpt.get("epoch_rng_state")
-        logger.info(f"Resuming from the state saved when the run was stopped: epoch {int(ckpt['epoch']) + 1}, "
-                    f"after batch {self._resume_batch}")
-        return int(ckpt["epoch"])
-
-    def _load_training_state(self, name, ckpt, source):
-        self.load_state_dict_from_checkpoint(name, ckpt["state_dict"], source=source)
-        if self._optims[name] is not None and ckpt.get("optimizer"):
-            self._optims[name].load_state_dict(ckpt["optimizer"])
-        if self._scheds[name] is not None and ckpt.get("scheduler"):
-            self._scheds[name].load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-
-    def _resume_epoch_checkpoints(self, directory):
-        """Every registered model needs a ``directory/<name>/checkpoint`` pointer; otherwise logs
-        "No checkpoint found, train from scratch" and returns 0."""
-        names = self.get_model_names()
-        paths = {}
-        for name in names:
-            path = latest_checkpoint_path(os.path.join(directory, name))
-            if path is None:
-                logger.info("No checkpoint found, train from scratch")
-                return 0
-            paths[name] = path
-        if not names:
-            return 0
-        logger.info(f"Found checkpoint at {directory} (will resume training)")
-        checkpoints = {name: load_checkpoint(paths[name]) for name in names}
-        epochs = {name: int(ckpt["epoch"]) for name, ckpt in checkpoints.items()}
-        if len(set(epochs.values())) > 1:  # e.g. a job killed between two models' saves
-            raise CheckpointError(f"checkpoints in {directory} are at different epochs {epochs}; "
-                                  "remove the newer files or the folder to resume consistently")
-        start_epoch = 0
-        rng_state = None
-        for name in names:
-            logger.info(f'Loading checkpoint from "{paths[name]}"')
-            ckpt = checkpoints[name]
-            self._load_training_state(name, ckpt, paths[name])
-            start_epoch = int(ckpt["epoch"])
-            rng_state = rng_state or ckpt.get("rng_state")
-            logger.info(f"Previous epoch: {start_epoch}")
-        if rng_state is not None:
-            restore_rng_state(rng_state)
-        return start_epoch
-
-    def load_model(self, directory, epoch=None):
-        """Load weights for evaluation: ``model.pth.tar-<epoch>``, else ``model-best.pth.tar``, else the latest."""
-        if not directory:
-            logger.info("Note that load_model() is skipped as no pretrained model is given")
-            return
-        if not self.get_model_names():
-            logger.info(f"{type(self).__name__} has no learned weights: --model-dir {directory} is ignored")
-            return
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f'Model directory not found: "{directory}"')
-        for name in self.get_model_names():
-            model_dir = os.path.join(directory, name)
-            if epoch is not None:
-                model_path = os.path.join(model_dir, f"model.pth.tar-{epoch}")
-            elif os.path.isfile(os.path.join(model_dir, BEST_FILE)):
-                model_path = os.path.join(model_dir, BEST_FILE)
-            else:
-                model_path = latest_checkpoint_path(model_dir) or os.path.join(model_dir, BEST_FILE)
-            if not os.path.isfile(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
-            ckpt = self.read_checkpoint(model_path)
-            state_dict = self.filter_state_dict_on_load(ckpt["state_dict"])
-            val = ckpt.get("val_result")
-            extra = f", val_result = {val:.1f}" if isinstance(val, (int, float)) else ""
-            logger.info(f'Loading weights to {name} from "{model_path}" (epoch = {ckpt.get("epoch")}{extra})')
-            self.load_state_dict_from_checkpoint(name, state_dict, source=model_path)
-            self.loaded_epoch = ckpt.get("epoch")  # reported in metrics.json
-
-    def read_checkpoint(self, path):
-        """Hook: read the checkpoint file ``path`` for ``load_model`` (default: our plain format)."""
-        return load_checkpoint(path)
-
-    # Key names (last dotted component or full key) dropped by ``load_model``, e.g. class-dependent
-    # buffers ("token_prefix", "token_suffix") when evaluating on other classes than trained on.
-    IGNORE_KEYS_ON_LOAD = ()
-
-    def filter_state_dict_on_load(self, state_dict):
-        """Drop the keys named by ``IGNORE_KEYS_ON_LOAD`` before ``load_model`` loads ``state_dict``."""
-        ignore = set(self.IGNORE_KEYS_ON_LOAD)
-        if not ignore:
-            return state_dict
-        return OrderedDict((k, v) for k, v in state_dict.items() if k not in ignore and k.split(".")[-1] not in ignore)
-
     # ------------------------------------------------------------------ modes, LR, tensorboard stubs
     def set_model_mode(self, mode="train", names=None):
         """``train()`` or ``eval()`` (mode "eval"/"test") on the registered models."""
@@ -321,14 +110,6 @@ class TrainerBase:
             if self._optims[name] is not None:
                 return self._optims[name].param_groups[0]["lr"]
         return 0.0
-
-    def detect_anomaly(self, loss):
-        """Raise ``FloatingPointError`` (one line: epoch, batch, the loss terms, what to try) if ``loss``
-        is not finite. The terms are ``self.loss_terms`` (a trainer's loss summary) when set."""
-        if not torch.isfinite(loss).all():
-            from engine.nonfinite import nonfinite_loss_message
-
-            raise FloatingPointError(nonfinite_loss_message(self, loss))
 
     def init_writer(self, log_dir):
         """Open the run's tracker (``engine.utils.tracking``): TensorBoard events in ``log_dir``, W&B
@@ -374,30 +155,6 @@ class TrainerBase:
             remove_resume_point(self.output_dir, self.get_model_names())
         self.after_train()
 
-    def stop_if_requested(self, epochs_done, batches_done):
-        """On a pending SIGINT/SIGTERM (``engine.utils.signals``): save the resume point (``epochs_done``
-        complete epochs, ``batches_done`` batches of the next) and raise ``signals.Interrupted``. After
-        the last epoch its checkpoint is the resume point. Distributed runs stop at once."""
-        signum = signals.stop_requested()
-        if signum is None:
-            return
-        where = f"epoch {epochs_done + 1}/{self.max_epoch}, batch {batches_done}/{self.num_batches}"
-        if epochs_done >= self.max_epoch:
-            where = f"the end of the last epoch ({self.max_epoch})"
-        elif batches_done == 0:
-            where = f"the end of epoch {epochs_done}/{self.max_epoch}"
-        if is_distributed() or not self.output_dir:
-            raise signals.Interrupted(signum, where)
-        if epochs_done < self.max_epoch:
-            rng_state = capture_rng_state()
-            states = {}
-            for name in self.get_model_names():
-                states[name] = self.checkpoint_state(name, epochs_done, rng_state)
-                states[name].update(batch=batches_done, epoch_rng_state=getattr(self, "_epoch_rng_state", None)
-                                    if batches_done else None)
-            save_resume_point(self.output_dir, states)
-        raise signals.Interrupted(signum, where, saved=self.output_dir)
-
     def before_train(self):
         pass
 
@@ -428,54 +185,7 @@ class TrainerBase:
     def model_inference(self, input):
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ optimisation steps
-    def model_zero_grad(self, names=None):
-        for name in self.get_model_names(names):
-            if self._optims[name] is not None:
-                self._optims[name].zero_grad()
-
-    def model_backward(self, loss):
-        """Non-finite check, then ``backward`` (through the GradScaler when amp on CUDA)."""
-        self.detect_anomaly(loss)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-
-    def optimized_parameters(self, names=None):
-        """The tensors that the registered optimisers of ``names`` update (each once, in order)."""
-        seen, params = set(), []
-        for name in self.get_model_names(names):
-            optim = self._optims[name]
-            for group in (optim.param_groups if optim is not None else ()):
-                for p in group["params"]:
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        params.append(p)
-        return params
-
-    def model_update(self, names=None):
-        """Average the gradients over ranks (distributed runs), then step the optimiser(s)."""
-        average_gradients(self.optimized_parameters(names))
-        stepped = False
-        for name in self.get_model_names(names):
-            if self._optims[name] is not None:
-                if self.scaler is not None:
-                    self.scaler.step(self._optims[name])
-                else:
-                    self._optims[name].step()
-                stepped = True
-        if stepped and self.scaler is not None:
-            self.scaler.update()
-
-    def model_backward_and_update(self, loss, names=None):
-        """Zero grads, backward (with the non-finite check), optimizer step(s)."""
-        self.model_zero_grad(names)
-        self.model_backward(loss)
-        self.model_update(names)
-
-
-class SimpleTrainer(TrainerBase):
+class SimpleTrainer(EvaluationMixin, TrainerBase):
     """Dassl ``SimpleTrainer``: builds data, model and evaluator; checkpointing and test logic.
 
     ``CFG_NODE``: the trainer's config node under ``TRAINER`` (e.g. "COMMA"); its ``PREC`` sets
@@ -548,21 +258,6 @@ class SimpleTrainer(TrainerBase):
             self._restore_best_result(directory)
         self.time_start = time.time()
 
-    def _restore_best_result(self, directory):
-        """Resumed best_val run: take over the best score and, when resuming from another folder,
-        copy its best files into OUTPUT_DIR (``after_train`` deploys ``OUTPUT_DIR``'s best model)."""
-        for name in self.get_model_names():
-            best = os.path.join(directory, name, BEST_FILE)
-            if not os.path.isfile(best):
-                continue
-            target = os.path.join(self.output_dir, name, BEST_FILE)
-            if os.path.abspath(best) != os.path.abspath(target) and is_main_process():
-                with open(best, "rb") as f:
-                    atomic_write_bytes(target, f.read())
-            val = load_checkpoint(best).get("val_result")
-            if isinstance(val, (int, float)):
-                self.best_result = float(val)
-
     def after_epoch(self):
         last_epoch = (self.epoch + 1) == self.max_epoch
         do_test = not self.cfg.TEST.NO_TEST
@@ -593,64 +288,6 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
         barrier()
 
-    def before_evaluation(self):
-        """Hook called at the start of every ``test()`` (e.g. cache the class text features)."""
-
-    def after_evaluation(self):
-        """Hook called at the end of every ``test()`` (drop what ``before_evaluation`` cached)."""
-
-    @torch.no_grad()
-    def test(self, split=None):
-        """Evaluate on ``split`` ("val" if it exists and is asked for, else "test"); returns accuracy.
-
-        Rank 0 only in a distributed run: the other ranks return None at once."""
-        if not is_main_process():
-            return None
-        self.set_model_mode("eval")
-        self.evaluator.reset()
-        if split is None:
-            split = self.cfg.TEST.SPLIT
-        if split == "val" and self.val_loader is not None:
-            data_loader = self.val_loader
-        else:
-            split = "test"
-            data_loader = self.test_loader
-        logger.info(f"Evaluate on the *{split}* set")
-        save_preds = self.cfg.TEST.SAVE_PREDICTIONS and split == "test"
-        impaths, labels, logits = [], [], []
-        eval_start = time.time()
-        self.before_evaluation()
-        try:
-            for batch in _progress(data_loader, f"test ({split})"):
-                input, label = self.parse_batch_test(batch)
-                with self.autocast():
-                    output = self.model_inference(input)
-                self.evaluator.process(output, label)
-                if save_preds:
-                    impaths.extend(str(p) for p in batch["impath"])
-                    labels.append(label.detach().cpu().long())
-                    logits.append(output.detach().float().cpu())
-        finally:
-            self.after_evaluation()
-        results = self.evaluator.evaluate()
-        for k, v in results.items():
-            self.write_scalar(f"{split}/{k}", v, self.epoch)
-        if save_preds:
-            self._save_predictions(impaths, labels, logits)
-        if split == "test":
-            write_run_metrics(self, results, time.time() - eval_start)  # OUTPUT_DIR/metrics.json
-        return list(results.values())[0]
-
-    def _save_predictions(self, impaths, labels, logits):
-        path = os.path.join(self.output_dir, "predictions.npz")
-        atomic_save_npz(
-            path,
-            impath=np.asarray(impaths, dtype=np.str_),
-            label=torch.cat(labels).numpy().astype(np.int64) if labels else np.zeros(0, np.int64),
-            logits=torch.cat(logits).numpy().astype(np.float32) if logits else np.zeros((0, 0), np.float32),
-        )
-        logger.info(f"Predictions saved to {path}")
-
     def parse_batch_train(self, batch):
         """``(img, label)`` on the trainer's device."""
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -675,7 +312,7 @@ class TrainerX(SimpleTrainer):
         print_freq = max(1, self.cfg.TRAIN.PRINT_FREQ)
         end = time.time()
         batches, skip = self._epoch_batches()
-        bar = _progress(batches, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
+        bar = progress.progress(batches, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
         for self.batch_idx, batch in enumerate(bar, start=skip):
             data_time.update(time.time() - end)
             loss_summary = average_summary(self.forward_backward(batch), self.local_batch_size(batch))

@@ -74,14 +74,16 @@ def install(fault):
 
         io_mod.os.fsync = fsync
     elif what == "test":
-        progress = trainer._progress
+        from engine.training import progress as progress_mod
+
+        progress = progress_mod.progress
 
         def in_test(iterable, desc, *args, **kwargs):
             if desc.startswith("test"):
                 _kill()
             return progress(iterable, desc, *args, **kwargs)
 
-        trainer._progress = in_test
+        progress_mod.progress = in_test
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
