@@ -97,8 +97,8 @@ class UpdateStepMixin:
         3. each loss's gradients are averaged over the ``torchrun`` ranks (``average_gradients``),
            so the steps below see the one-process gradients and every rank computes the same update;
         4. unscale (GradScaler only): the summed gradients go through ``scaler.unscale_`` (whose
-           inf/nan check, on the averaged gradients, makes ``scaler.step`` skip the step on every
-           rank alike) and each loss's gradients are divided by the scale;
+           inf/nan check, on the averaged gradients, makes ``scaler.step`` skip that optimiser's
+           step on every rank alike) and each loss's gradients are divided by the scale;
         5. ``combine_gradients(grads, params)`` (the surgery hook) gives each tensor's gradient;
         6. the optimiser step(s) (``scaler.step`` and ``scaler.update`` with a GradScaler).
 
