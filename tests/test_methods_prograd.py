@@ -218,3 +218,37 @@ def test_sweep_plans_prograd_with_its_official_configs(tmp_path):
         "base2new/train_base/dtd/shots_16/ProGrad/rn50_ep100/seed1",
         "base2new/train_base/imagenet/shots_16/ProGrad/rn50_ep50/seed1"]
     assert sorted(j.load_epoch for j in jobs if j.kind == "base2new_test") == [50, 100]
+
+
+@pytest.mark.slow
+def test_sweep_and_tables_on_shapes(tmp_path):
+    """``tools/sweep.py --methods ProGrad`` (base-to-novel, one seed) and ``tools/collect_results.py
+    --compare docs/paper_numbers.json``: the table's ProGrad row holds the logged accuracies and the
+    published averages beside them."""
+    import json
+    import subprocess
+    import sys
+
+    make_shapes(tmp_path / "data", classes=("circle", "square", "triangle", "star"),
+                counts={"train": 6, "val": 2, "test": 3}, size=32)
+    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_TRAIN_PY", "CFG", "CONFIG_ROOT")}
+    out = tmp_path / "out"
+    opts = ["MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
+            "OPTIM.MAX_EPOCH", "1", "TRAINER.PROGRAD.PREC", "fp32", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "16", "DATALOADER.TEST.BATCH_SIZE", "40"]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "sweep.py"), "--protocol", "base2new",
+                        "--methods", "ProGrad", "--datasets", "shapes", "--seeds", "1", "--output-root", str(out),
+                        "--data", str(tmp_path / "data"), *opts], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 jobs, 0 finished already, 2 to run" in r.stdout
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "collect_results.py"), str(out), "--format",
+                        "json", "--compare", os.path.join(REPO, "docs", "paper_numbers.json")],
+                       capture_output=True, text=True, check=True)
+    cell = json.loads(r.stdout)["base2new"]["methods"]["ProGrad"]["datasets"]["shapes"]
+    for role, folder in (("base", "train_base"), ("novel", "test_new")):
+        run = out / "base2new" / folder / "shapes/shots_16/ProGrad/rn50_ep100/seed1"
+        assert cell[role]["seeds"] == {"1": json.loads((run / "metrics.json").read_text())["accuracy"]}
+    md = subprocess.run([sys.executable, os.path.join(REPO, "tools", "collect_results.py"), str(out), "--compare",
+                         os.path.join(REPO, "docs", "paper_numbers.json")], capture_output=True, text=True,
+                        check=True).stdout
+    assert "ProGrad" in md and "82.48" in md and "70.75" in md
