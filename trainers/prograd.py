@@ -191,6 +191,9 @@ class ProGrad(CoOp):
         template = template_for(cfg, PROGRAD_TEMPLATES)
         words = init_words(node.CTX_INIT, template)
         context = aligned_context(clip_model, int(node.N_CTX), words) if words else None
+        if node.PREC != self.prec:
+            logger.info(f"TRAINER.{self.PROMPT_NODE}.PREC {node.PREC} is CoOp's; ProGrad runs with "
+                        f"TRAINER.{self.CFG_NODE}.PREC {self.prec}")
         logger.info(f'ProGrad: zero-shot prompts "{template}", LOSS.LAMBDA {cfg.LOSS.LAMBDA}, LOSS.T {cfg.LOSS.T}; '
                     f"prompt from TRAINER.{self.PROMPT_NODE}, precision TRAINER.{self.CFG_NODE}.PREC {self.prec}")
         return ProGradCLIP(clip_model, classnames, template, temperature=cfg.LOSS.T, n_ctx=node.N_CTX,
