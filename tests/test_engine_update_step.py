@@ -1,7 +1,8 @@
 """The several-loss update step (``engine.training.update_step``): one loss equals the one-loss
 step bit for bit; the default hook sums the per-loss gradients; with a GradScaler the surgery hook
 sees the unscaled gradients (the step is the unscaled run's, exactly, since the scale is a power of
-two) and a non-finite gradient skips the step of its optimiser; a non-finite loss stops before any backward. The
+two) and a non-finite gradient skips the step of its optimiser; a non-finite loss stops the step
+before its backward, the hook and any optimiser step. The
 order against the ``torchrun`` gradient average is checked in tests/test_distributed.py (ProGrad)."""
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_a_non_finite_gradient_skips_the_step_and_lowers_the_scale():
     assert scaler.get_scale() == 2.0 ** 11
 
 
-def test_a_non_finite_loss_stops_before_any_backward():
+def test_a_non_finite_loss_stops_before_its_backward_and_before_the_hook():
     toy = Toy()
     losses = toy.losses(X)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
