@@ -2,8 +2,8 @@
 step bit for bit; the default hook sums the per-loss gradients; with a GradScaler the surgery hook
 sees the unscaled gradients (the step is the unscaled run's, exactly, since the scale is a power of
 two) and a non-finite gradient skips the step of its optimiser; a non-finite loss stops the step
-before its backward, the hook and any optimiser step. The
-order against the ``torchrun`` gradient average is checked in tests/test_distributed.py (ProGrad)."""
+before its backward, the hook and any optimiser step. The order against the ``torchrun`` gradient
+average is checked in tests/test_distributed.py (ProGrad)."""
 import pytest
 import torch
 
