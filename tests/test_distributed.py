@@ -3,7 +3,8 @@
 The two ranks are spawned with ``torch.multiprocessing`` and given torchrun's environment (``RANK``,
 ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so ``train.main`` joins and leaves
 the process group exactly as under torchrun. For CoMMA, MaPLe, CoOp (batch 4: 2 images per rank;
-CoOp also evaluates on val after every epoch, on rank 0 alone) and CoCoOp (batch 1: replicated on
+CoOp also evaluates on val after every epoch, on rank 0 alone), ProGrad (batch 4; two losses whose
+gradients are averaged over the ranks before the projection) and CoCoOp (batch 1: replicated on
 both ranks), with the tiny backbone in fp32 and the configs' random augmentation (seeded per sample
 by the loader, so it does not depend on which process transforms an image): every logged loss
 summary and the saved prompts equal the one-process run's (<= 1e-5 relative; the momentum buffers,
@@ -49,6 +50,11 @@ METHODS = {
               "OPTIM.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_FREQ", "1", "TEST.FINAL_MODEL", "best_val"]),
     "CoCoOp": ("CoCoOp", "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", "prompt_learner",
                ["TRAINER.COCOOP.PREC", "fp32", "DATASET.NUM_SHOTS", "1", "OPTIM.MAX_EPOCH", "1"]),
+    # two losses, the CE gradient projected against the KL gradient: the projection must act on
+    # the rank-averaged gradients to equal the one-process update (it is not linear)
+    "ProGrad": ("ProGrad", "ProGrad/rn50_ep100.yaml", "prompt_learner",
+                ["TRAINER.PROGRAD.PREC", "fp32", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.NUM_SHOTS", "4",
+                 "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.5"]),
 }
 
 
@@ -69,6 +75,7 @@ def _argv(data_root, name, out, *extra):
 def _run_recorded(argv):
     """``train.main(argv)`` recording every (rank-averaged) loss summary and every checkpoint save."""
     import engine.trainer as T
+    import engine.training.checkpoints as C
     from engine.utils.logger import get_logger
 
     summaries, saves, log_files = [], [], []
@@ -82,13 +89,13 @@ def _run_recorded(argv):
         saves.append(directory)
         return original_save(state, directory, *args, **kwargs)
 
-    original_meter, original_save = T.MetricMeter, T.save_checkpoint
-    T.MetricMeter, T.save_checkpoint = RecordingMeter, recording_save
+    original_meter, original_save = T.MetricMeter, C.save_checkpoint
+    T.MetricMeter, C.save_checkpoint = RecordingMeter, recording_save
     try:
         rc = train.main(argv)
         log_files = [h.baseFilename for h in get_logger().handlers if hasattr(h, "baseFilename")]
     finally:
-        T.MetricMeter, T.save_checkpoint = original_meter, original_save
+        T.MetricMeter, C.save_checkpoint = original_meter, original_save
     return {"rc": rc, "summaries": summaries, "saves": saves, "log_files": log_files}
 
 

@@ -105,7 +105,10 @@ class PromptCLIP(nn.Module):
         """The training objective (the only one: the trainer calls nothing else to train).
 
         Default ``L = CE(logits, label)``. Returns ``(loss, {"loss": float, ...})``; with
-        ``LOG_ACCURACY`` the summary also holds the batch accuracy ``acc`` in percent.
+        ``LOG_ACCURACY`` the summary also holds the batch accuracy ``acc`` in percent. A method whose
+        update needs the gradient of each loss (gradient surgery) returns ``({name: loss, ...},
+        summary)`` instead; its trainer then combines the per-loss gradients in ``combine_gradients``
+        (``engine.training.update_step``).
         """
         logits = self.forward(image)
         loss = F.cross_entropy(logits, label)
@@ -273,7 +276,10 @@ class PromptTrainer(TrainerX):
         with self.autocast(), shard_text_rows():
             loss, summary = self.model.compute_loss(image, label)
         self.loss_terms = summary  # named in the one-line error of a non-finite loss
-        self.model_backward_and_update(loss)
+        if isinstance(loss, dict):  # several losses: one gradient each, combined by combine_gradients
+            self.update_step(loss)
+        else:
+            self.model_backward_and_update(loss)
         return summary
 
     def model_inference(self, image):

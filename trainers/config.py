@@ -17,7 +17,9 @@ Every method module ``trainers/<name>.py`` declares its method once, in a module
         #           "prec" (official precision; default config["PREC"]), "aliases" (()),
         #           "zero_shot" (False), "title" (table row name; default trainer),
         #           few-shot protocol config: "fewshot_cfg" (default: b2n_cfg),
-        #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg})
+        #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg}),
+        #           "extra_config" ({"DOTTED.NODE.PATH": {"KEY": default, ...}, ...}: config keys outside
+        #           TRAINER.<node> that the method's official YAMLs set, e.g. {"LOSS": {"T": 1.0}})
     }
 
 The literal is read with :mod:`ast` (no import, no torch), so the torch-free tools (the sweep
@@ -25,6 +27,10 @@ planner, run records) and ``extend_cfg`` see exactly what the trainer class sees
 (``trainers.base.register_method(METHOD)`` sets the class's ``CFG_NODE`` and ``MODEL_NAME`` from it).
 ``extend_cfg`` adds one node per declared ``node`` (merged after Dassl's defaults and before any
 YAML file, so the official method YAMLs merge unchanged: yacs rejects keys that do not exist yet).
+``extra_config`` adds the declared keys outside the method's own node (creating missing nodes),
+after every ``TRAINER.<node>``: a key that already exists (an engine default, another method's node)
+is left as it is when its default is the same value and type, otherwise it is a one-line error; two
+methods declaring one key with different defaults is a one-line error naming both files.
 ``UPSTREAM_NUMERICS`` (every node, default False): True reproduces the official code's arithmetic
 under ``PREC fp16`` (docs/METHODS.md lists every case).
 """
@@ -45,7 +51,8 @@ REQUIRED = {"key": str, "trainer": str, "node": str, "config": dict, "b2n_cfg": 
 OPTIONAL = {"checkpoint": ((str, type(None)), "prompt_learner"), "config_dir": (str, None),
             "b2n_cfg_per_dataset": (dict, {}), "prec": (str, None), "aliases": ((tuple, list), ()),
             "zero_shot": (bool, False), "title": (str, None), "fewshot_cfg": ((str, type(None)), None),
-            "fewshot_cfg_per_shots": (dict, {}), "fewshot_cfg_per_dataset": (dict, {})}
+            "fewshot_cfg_per_shots": (dict, {}), "fewshot_cfg_per_dataset": (dict, {}),
+            "extra_config": (dict, {})}
 
 _CACHE = {}
 
@@ -92,11 +99,38 @@ def _complete(decl, path):
     out["fewshot_cfg_per_shots"] = dict(out["fewshot_cfg_per_shots"])
     if not all(isinstance(k, int) and isinstance(v, str) for k, v in out["fewshot_cfg_per_shots"].items()):
         raise ValueError(f"{path}: METHOD['fewshot_cfg_per_shots'] must map shot counts (int) to config names")
+    out["extra_config"] = _check_extra_config(out["extra_config"], out["node"], path)
     for key, value in (("config.PREC", config["PREC"]), ("prec", out["prec"])):
         if value not in PREC_NAMES:
             raise ValueError(f"{path}: METHOD {key} must be one of {', '.join(PREC_NAMES)}, got {value!r}")
     out["path"] = path
     return out
+
+
+def _check_extra_config(extra, node, path):
+    """``{"DOTTED.NODE.PATH": {"KEY": default}}`` with identifier parts, outside ``TRAINER.<node>``."""
+    out = {}
+    for dotted, keys in extra.items():
+        parts = dotted.split(".") if isinstance(dotted, str) else [""]
+        if not all(p.isidentifier() for p in parts):
+            raise ValueError(f"{path}: METHOD['extra_config'] keys must be dotted config node paths like "
+                             f"'LOSS' or 'TRAINER.COOP', got {dotted!r}")
+        if parts[:2] == ["TRAINER", node]:
+            raise ValueError(f"{path}: METHOD['extra_config'] {dotted!r} is the method's own node: "
+                             f"declare its keys in METHOD['config']")
+        if not isinstance(keys, dict) or not keys or not all(isinstance(k, str) and k.isidentifier() for k in keys):
+            raise ValueError(f"{path}: METHOD['extra_config'][{dotted!r}] must map key names to defaults, "
+                             f"got {keys!r}")
+        nested = [k for k, v in keys.items() if isinstance(v, dict)]
+        if nested:
+            raise ValueError(f"{path}: METHOD['extra_config'][{dotted!r}][{nested[0]!r}] is a dict; declare a "
+                             f"node as its own dotted path")
+        out[dotted] = dict(keys)
+    return out
+
+
+def _same_default(a, b):
+    return type(a) is type(b) and a == b
 
 
 def method_declarations(directory=HERE):
@@ -126,14 +160,43 @@ def method_declarations(directory=HERE):
                     raise ValueError(f"{decl['path']}: METHOD {field} {name!r} is already declared in "
                                      f"{seen[(field, name)]}")
                 seen[(field, name)] = decl["path"]
+    owners = {}  # "NODE.KEY" -> (default, declaring file)
+    for decl in decls:
+        for dotted, keys in decl["extra_config"].items():
+            for key, value in keys.items():
+                full = f"{dotted}.{key}"
+                if full in owners and not _same_default(owners[full][0], value):
+                    raise ValueError(f"{decl['path']}: METHOD extra_config {full} = {value!r} conflicts with "
+                                     f"{owners[full][0]!r} declared in {owners[full][1]}")
+                owners.setdefault(full, (value, decl["path"]))
     decls.sort(key=lambda d: (d["order"], d["key"]))
     _CACHE[directory] = (stamp, decls)
     return [dict(d) for d in decls]
 
 
 def extend_cfg(cfg, directory=HERE):
-    """Add ``TRAINER.<node>`` with its declared defaults for every declared method, in place; returns ``cfg``."""
-    for decl in method_declarations(directory):
+    """Add ``TRAINER.<node>`` with its declared defaults for every declared method, then every
+    method's ``extra_config`` keys (module docstring), in place; returns ``cfg``."""
+    decls = method_declarations(directory)
+    for decl in decls:
         cfg.TRAINER[decl["node"]] = CN(dict(decl["config"]))
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+    added = set()
+    for decl in decls:
+        for dotted, keys in decl["extra_config"].items():
+            node = cfg
+            for part in dotted.split("."):
+                if part not in node:
+                    node[part] = CN()
+                node = node[part]
+                if not isinstance(node, CN):
+                    raise ValueError(f"{decl['path']}: METHOD extra_config {dotted} is a config key, not a node")
+            for key, value in keys.items():
+                full = f"{dotted}.{key}"
+                if key not in node:
+                    node[key] = value
+                    added.add(full)
+                elif full not in added and not _same_default(node[key], value):
+                    raise ValueError(f"{decl['path']}: METHOD extra_config {full} = {value!r} differs from the "
+                                     f"existing default {node[key]!r}")
     return cfg

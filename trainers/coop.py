@@ -84,25 +84,32 @@ def token_layout(position, n_ctx, name_lens, seq_len):
 class CoOpPromptLearner(ClassSentences):
     """Context vectors ``ctx`` ([M, D], or [C, M, D] with CSC) and the fixed class-token embeddings.
 
+    ``context``: ``(ctx [M, D], sentence prefix)`` from a method's own initialisation (then
+    ``n_ctx``, ``ctx_init`` and ``csc`` are not used).
+
     ``forward()`` -> prompt token embeddings ``[C, 77, D]`` (without positional embedding), in the
     context's dtype; ``tokenized_prompts`` [C, 77] locates each EOT token.
     """
 
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end"):
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end", context=None):
         super().__init__()
         n_cls = len(classnames)
         dtype = context_dtype(clip_model.dtype)
-        if ctx_init:
-            n_ctx = len(ctx_init.replace("_", " ").split(" "))
-            if csc:
-                logger.info("CTX_INIT is set: class-specific context (CSC) is ignored")
-                csc = False
-        if csc:  # class-specific random context: one [M, D] block per class
-            if n_ctx < 1:
-                raise ValueError(f"N_CTX must be >= 1 when CTX_INIT is empty, got {n_ctx}")
-            ctx, prompt_prefix = random_context(n_cls, n_ctx, text_width(clip_model)), " ".join(["X"] * n_ctx)
+        if context is not None:  # a method's own initialisation: (ctx [M, D], sentence prefix)
+            (ctx, prompt_prefix), csc = context, False
+            n_ctx = ctx.shape[0]
         else:
-            ctx, prompt_prefix = init_context(clip_model, n_ctx, ctx_init)
+            if ctx_init:
+                n_ctx = len(ctx_init.replace("_", " ").split(" "))
+                if csc:
+                    logger.info("CTX_INIT is set: class-specific context (CSC) is ignored")
+                    csc = False
+            if csc:  # class-specific random context: one [M, D] block per class
+                if n_ctx < 1:
+                    raise ValueError(f"N_CTX must be >= 1 when CTX_INIT is empty, got {n_ctx}")
+                ctx, prompt_prefix = random_context(n_cls, n_ctx, text_width(clip_model)), " ".join(["X"] * n_ctx)
+            else:
+                ctx, prompt_prefix = init_context(clip_model, n_ctx, ctx_init)
         logger.info(f'Initial context: "{prompt_prefix}"')
         logger.info(f"Number of context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx.to(dtype))
@@ -136,9 +143,9 @@ class CoOpCLIP(PromptCLIP):
 
     LOG_ACCURACY = True  # the official CoOp log line reports the batch accuracy
 
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end"):
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end", context=None):
         super().__init__(clip_model, classnames)
-        self.prompt_learner = CoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init, csc, position)
+        self.prompt_learner = CoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init, csc, position, context)
 
     def text_features(self):
         return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)

@@ -1,5 +1,12 @@
 """The optimisation step of a trainer: zero grads, backward (non-finite check, GradScaler), gradient
-averaging over ``torchrun`` ranks, optimiser step(s) (Dassl's ``model_backward_and_update``)."""
+averaging over ``torchrun`` ranks, optimiser step(s) (Dassl's ``model_backward_and_update``).
+
+Several losses with gradient surgery (:meth:`UpdateStepMixin.update_step`): a method whose
+``compute_loss`` returns ``{name: loss}`` gets one gradient per loss and combines them in the
+trainer hook ``combine_gradients(grads, params)`` (default: their sum, i.e. the gradient of the
+summed loss) before the optimiser step; the order against the GradScaler, the rank average and
+the non-finite check is fixed and listed in ``update_step``'s docstring.
+"""
 import torch
 
 from engine.distributed import average_gradients
@@ -62,3 +69,85 @@ class UpdateStepMixin:
         self.model_zero_grad(names)
         self.model_backward(loss)
         self.model_update(names)
+
+    # ------------------------------------------------------------- several losses, gradient surgery
+    def combine_gradients(self, grads, params):
+        """Hook: the gradient of each tensor in ``params`` from the per-loss gradients ``grads``
+        (``{loss name: [gradient or None per tensor]}``, unscaled and averaged over ranks).
+
+        Default: the sum over the losses (None where no loss reaches the tensor). Override for
+        projection or surgery (e.g. ProGrad); return a list aligned with ``params``.
+        """
+        out = []
+        for per_param in zip(*grads.values()):
+            present = [g for g in per_param if g is not None]
+            out.append(None if not present else present[0] if len(present) == 1 else torch.stack(present).sum(0))
+        return out
+
+    def update_step(self, losses, names=None):
+        """One optimiser step from several named losses ``{name: loss}`` (a tensor counts as one).
+
+        The order, fixed for every method and precision:
+
+        1. zero the gradients of the optimisers of ``names`` (default: every registered model);
+        2. for each loss in the dict's order: the non-finite check of its value (``detect_anomaly``:
+           a one-line ``FloatingPointError``), then ``backward`` (of ``scaler.scale(loss)`` when a
+           GradScaler is active, amp on CUDA; the graph is kept for the next loss); the gradients of
+           ``optimized_parameters(names)`` are taken aside, one list per loss;
+        3. each loss's gradients are averaged over the ``torchrun`` ranks (``average_gradients``),
+           so the steps below see the one-process gradients and every rank computes the same update;
+        4. unscale (GradScaler only): the summed gradients go through ``scaler.unscale_`` (whose
+           inf/nan check, on the averaged gradients, makes ``scaler.step`` skip that optimiser's
+           step on every rank alike) and each loss's gradients are divided by the scale;
+        5. ``combine_gradients(grads, params)`` (the surgery hook) gives each tensor's gradient;
+        6. the optimiser step(s) (``scaler.step`` and ``scaler.update`` with a GradScaler).
+
+        Methods returning one loss keep :meth:`model_backward_and_update` (zero, backward, average,
+        step), which this equals for a single loss and the default hook.
+        """
+        if torch.is_tensor(losses):
+            losses = {"loss": losses}
+        if not losses:
+            raise ValueError("update_step needs at least one loss")
+        self.model_zero_grad(names)
+        params = self.optimized_parameters(names)
+        grads, last = {}, len(losses) - 1
+        for i, (name, loss) in enumerate(losses.items()):
+            self.detect_anomaly(loss)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward(retain_graph=i < last)
+            grads[name] = [p.grad for p in params]
+            for p in params:
+                p.grad = None
+        for name, per_param in grads.items():
+            for p, g in zip(params, per_param):
+                p.grad = g
+            average_gradients(params)
+            grads[name] = [p.grad for p in params]
+        if self.scaler is not None:
+            self._unscale_losses(grads, params, names)
+        for p, g in zip(params, self.combine_gradients(grads, params)):
+            p.grad = g
+        stepped = False
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                if self.scaler is not None:
+                    self.scaler.step(self._optims[name])
+                else:
+                    self._optims[name].step()
+                stepped = True
+        if stepped and self.scaler is not None:
+            self.scaler.update()
+
+    def _unscale_losses(self, grads, params, names):
+        """Step 4 of :meth:`update_step`: ``scaler.unscale_`` on the summed gradients (its inf check
+        decides the step), each loss's gradients divided by the scale."""
+        per_loss = list(grads.values())
+        for i, p in enumerate(params):
+            present = [g[i] for g in per_loss if g[i] is not None]
+            p.grad = None if not present else torch.stack(present).sum(0)
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self.scaler.unscale_(self._optims[name])
+        inv_scale = 1.0 / self.scaler.get_scale()
+        for name, per_param in grads.items():
+            grads[name] = [None if g is None else g * inv_scale for g in per_param]
