@@ -17,7 +17,10 @@ Every method module ``trainers/<name>.py`` declares its method once, in a module
         #           "prec" (official precision; default config["PREC"]), "aliases" (()),
         #           "zero_shot" (False), "title" (table row name; default trainer),
         #           few-shot protocol config: "fewshot_cfg" (default: b2n_cfg),
-        #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg})
+        #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg}),
+        #           "extra_config" ({"DOTTED.NODE.PATH": {"KEY": default, ...}, ...}: config keys
+        #           outside TRAINER.<node> that the official YAMLs or scripts set, e.g.
+        #           {"LOSS": {"LAMBDA": 1.0}} or {"TRAINER.COOP": {"W": 8.0}})
     }
 
 The literal is read with :mod:`ast` (no import, no torch), so the torch-free tools (the sweep
@@ -27,6 +30,12 @@ planner, run records) and ``extend_cfg`` see exactly what the trainer class sees
 YAML file, so the official method YAMLs merge unchanged: yacs rejects keys that do not exist yet).
 ``UPSTREAM_NUMERICS`` (every node, default False): True reproduces the official code's arithmetic
 under ``PREC fp16`` (docs/METHODS.md lists every case).
+
+``extra_config``: after the method nodes, ``extend_cfg`` creates each missing node on the path and
+each missing key with its default, so an official YAML that sets e.g. ``LOSS.LAMBDA`` or
+``TRAINER.COOP.W`` merges unchanged. A key that already exists (an engine default, another method's
+node or another method's ``extra_config``) is left as is when the declared default is equal (same
+type and value), else it is a one-line error naming the method file(s).
 """
 import ast
 import glob
@@ -45,7 +54,8 @@ REQUIRED = {"key": str, "trainer": str, "node": str, "config": dict, "b2n_cfg": 
 OPTIONAL = {"checkpoint": ((str, type(None)), "prompt_learner"), "config_dir": (str, None),
             "b2n_cfg_per_dataset": (dict, {}), "prec": (str, None), "aliases": ((tuple, list), ()),
             "zero_shot": (bool, False), "title": (str, None), "fewshot_cfg": ((str, type(None)), None),
-            "fewshot_cfg_per_shots": (dict, {}), "fewshot_cfg_per_dataset": (dict, {})}
+            "fewshot_cfg_per_shots": (dict, {}), "fewshot_cfg_per_dataset": (dict, {}),
+            "extra_config": (dict, {})}
 
 _CACHE = {}
 
@@ -92,11 +102,41 @@ def _complete(decl, path):
     out["fewshot_cfg_per_shots"] = dict(out["fewshot_cfg_per_shots"])
     if not all(isinstance(k, int) and isinstance(v, str) for k, v in out["fewshot_cfg_per_shots"].items()):
         raise ValueError(f"{path}: METHOD['fewshot_cfg_per_shots'] must map shot counts (int) to config names")
+    out["extra_config"] = _check_extra_config(out["extra_config"], out["node"], path)
     for key, value in (("config.PREC", config["PREC"]), ("prec", out["prec"])):
         if value not in PREC_NAMES:
             raise ValueError(f"{path}: METHOD {key} must be one of {', '.join(PREC_NAMES)}, got {value!r}")
     out["path"] = path
     return out
+
+
+def _check_extra_config(extra, node, path):
+    """``{"DOTTED.NODE.PATH": {"KEY": value}}`` with upper-case names, plain (non-dict) values and not
+    the method's own ``TRAINER.<node>``; returns a copy (one-line errors naming the file)."""
+    what = f"{path}: METHOD['extra_config']"
+    out = {}
+    for dotted, keys in extra.items():
+        parts = dotted.split(".") if isinstance(dotted, str) else []
+        if not parts or not all(p.isidentifier() and p.isupper() for p in parts):
+            raise ValueError(f"{what} keys must be dotted upper-case config node paths like 'LOSS' or "
+                             f"'TRAINER.COOP', got {dotted!r}")
+        if dotted == f"TRAINER.{node}":
+            raise ValueError(f"{what} names the method's own node {dotted}; declare its keys in METHOD['config']")
+        if not isinstance(keys, dict) or not keys:
+            raise ValueError(f"{what}[{dotted!r}] must be a non-empty dict of KEY: default, got {keys!r}")
+        for key, value in keys.items():
+            if not (isinstance(key, str) and key.isidentifier() and key.isupper()) or isinstance(value, dict):
+                raise ValueError(f"{what}[{dotted!r}] must map upper-case keys to plain defaults, "
+                                 f"got {key!r}: {value!r}")
+        out[dotted] = dict(keys)
+    return out
+
+
+def _same_default(a, b):
+    """Equal config defaults: same type (list and tuple alike) and value."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_default(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def method_declarations(directory=HERE):
@@ -126,14 +166,42 @@ def method_declarations(directory=HERE):
                     raise ValueError(f"{decl['path']}: METHOD {field} {name!r} is already declared in "
                                      f"{seen[(field, name)]}")
                 seen[(field, name)] = decl["path"]
+    extra = {}  # "NODE.PATH.KEY" -> (default, declaring file)
+    for decl in decls:
+        for dotted, keys in decl["extra_config"].items():
+            for key, value in keys.items():
+                full = f"{dotted}.{key}"
+                if full in extra and not _same_default(extra[full][0], value):
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] {full} = {value!r} disagrees with "
+                                     f"{extra[full][0]!r} declared in {extra[full][1]}")
+                extra.setdefault(full, (value, decl["path"]))
     decls.sort(key=lambda d: (d["order"], d["key"]))
     _CACHE[directory] = (stamp, decls)
     return [dict(d) for d in decls]
 
 
 def extend_cfg(cfg, directory=HERE):
-    """Add ``TRAINER.<node>`` with its declared defaults for every declared method, in place; returns ``cfg``."""
-    for decl in method_declarations(directory):
+    """Add ``TRAINER.<node>`` with its declared defaults for every declared method, then every
+    method's ``extra_config`` nodes and keys (see the module docstring), in place; returns ``cfg``."""
+    decls = method_declarations(directory)
+    for decl in decls:
         cfg.TRAINER[decl["node"]] = CN(dict(decl["config"]))
+    for decl in decls:
+        for dotted, keys in decl["extra_config"].items():
+            node = cfg
+            for i, part in enumerate(dotted.split(".")):
+                if part not in node:
+                    node[part] = CN()
+                node = node[part]
+                if not isinstance(node, CN):
+                    where = ".".join(dotted.split(".")[:i + 1])
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] node {dotted}: {where} is a "
+                                     f"config key, not a node")
+            for key, value in keys.items():
+                if key not in node:
+                    node[key] = value
+                elif not _same_default(node[key], value):
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] {dotted}.{key} = {value!r} disagrees "
+                                     f"with the existing default {node[key]!r}")
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     return cfg
