@@ -49,7 +49,7 @@ OFFICIAL_SENTENCES = {
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_random_clip("ViT-Tiny/16", seed=0).eval()
+    return build_random_clip("ViT-Tiny/16", seed=0).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def clip12():
     torch.manual_seed(5)
     return CLIP(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
                 context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2,
-                transformer_layers=12).float().eval()
+                transformer_layers=12).float().eval().requires_grad_(False)
 
 
 def build(clip_model, dataset="OxfordPets", depth=9, plan=TextPlan(), **kw):
@@ -113,10 +113,9 @@ def _close(a, b, tol):
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item() <= tol
 
 
-@pytest.mark.parametrize("which, depth, dataset", [("clip12", 9, "OxfordPets"), ("clip12", 2, "UCF101"),
-                                                   ("clip12", 12, "ImageNet"), ("tiny", 3, "Caltech101"),
-                                                   ("tiny", 2, "StanfordCars")])
-@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("which, depth, dataset, truncate", [
+    ("clip12", 9, "OxfordPets", False), ("clip12", 9, "OxfordPets", True), ("clip12", 2, "UCF101", True),
+    ("clip12", 12, "ImageNet", True), ("tiny", 3, "Caltech101", False), ("tiny", 2, "StanfordCars", True)])
 def test_logits_loss_and_gradients_equal_the_official_arithmetic(request, which, depth, dataset, truncate):
     clip_model = request.getfixturevalue(which)
     model = build(clip_model, dataset, depth, plan=TextPlan(truncate=truncate, memory_plan="off"))
@@ -186,6 +185,27 @@ def test_learned_tensors_and_checkpoint_keys(tiny):
     assert tuple(state["ctx"].shape) == (4, dt)
     with pytest.raises(ValueError, match=r"TRAINER.TCP.CLASS_PROMPT_DEPTH must be in 2..3"):
         build(tiny, depth=9)
+
+
+def test_fp16_backbone_learns_fp16_tensors_as_upstream(tiny):
+    """fp16 CLIP: ctx and TKE are fp16 (upstream builds ctx in CLIP's dtype and halves TKE); with
+    UPSTREAM_NUMERICS the logits and the loss are in fp16 too, and an Adam step (eps 1e-3) stays finite."""
+    from trainers.base import cast_clip
+
+    clip16 = cast_clip(build_random_clip("ViT-Tiny/16", seed=0), torch.float16).eval()
+    for upstream in (False, True):
+        model = build(clip16, "Caltech101", depth=3, upstream_numerics=upstream)
+        assert {p.dtype for p in model.prompt_learner.parameters()} == {torch.float16}
+    assert model.prompt_learner.class_text_features.dtype == torch.float16  # targets in the backbone dtype
+    images, labels = _batch(clip16)
+    loss, _ = model.compute_loss(images.half(), labels)
+    assert loss.dtype == torch.float16 and torch.isfinite(loss)
+    loss.backward()
+    params = list(model.prompt_learner.parameters())
+    before = [p.detach().clone() for p in params]
+    torch.optim.Adam(params, lr=0.002, eps=1e-3).step()
+    assert all(torch.isfinite(p).all() and not torch.equal(p, b) for p, b in zip(params, before))
+    assert {p.dtype for p in build(tiny, depth=3).prompt_learner.parameters()} == {torch.float32}
 
 
 def test_ctx_init_words(tiny):

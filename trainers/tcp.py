@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from engine.backbone import deep_prompts_at
 from engine.utils.logger import get_logger
 from trainers.base import PromptCLIP, PromptTrainer, register_method
-from trainers.coop import context_dtype
 from trainers.prompts import ClassSentences, check_prompt_depth, embed_texts, init_context, template_text_features
 from trainers.templates import COMMA_TEMPLATES, format_classname, template_for
 
@@ -118,7 +117,7 @@ class TCPPromptLearner(ClassSentences):
         layers = clip_model.transformer.layers
         depth, n_ctx = check_prompt_depth("TRAINER.TCP.CLASS_PROMPT_DEPTH", depth, n_ctx, layers, minimum=2,
                                           ctx_key="TRAINER.TCP.N_CTX", what="text")
-        dtype = context_dtype(clip_model.dtype)
+        dtype = torch.float16 if clip_model.dtype == torch.float16 else torch.float32  # as upstream
         ctx, _ = init_context(clip_model, n_ctx, ctx_init, key="TRAINER.TCP.N_CTX")
         logger.info(f'Initial context: {repr(ctx_init) if ctx_init else "random"}; {n_ctx} context tokens, '
                     f"class-aware tokens before text block {depth}")
