@@ -122,7 +122,7 @@ def test_comma_kd_all_still_runs_every_position():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [0, 2])
-@pytest.mark.parametrize("method", ["CoMMA", "MaPLe", "CoOp", "CoCoOp", "IVLP"])
+@pytest.mark.parametrize("method", ["CoMMA", "MaPLe", "CoOp", "CoCoOp", "IVLP", "TCP"])
 def test_memory_plan_equals_plain_computation(method, chunk_size):
     """Checkpointing alone (one chunk) is bit-identical. Chunks change only how fp32 BLAS kernels
     round (a different row count per matrix product; measured 7e-7..1e-6 relative on the tiny
