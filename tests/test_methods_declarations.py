@@ -38,8 +38,16 @@ def test_every_declaration_matches_its_registered_trainer():
 
 def test_extend_cfg_adds_exactly_the_declared_nodes_and_defaults():
     cfg = extend_cfg(get_cfg_default())
-    for decl in method_declarations():
-        assert dict(cfg.TRAINER[decl["node"]]) == decl["config"]
+    decls = method_declarations()
+    extra = {(path, key): value for d in decls for path, keys in d["extra_config"].items() for key, value in keys.items()}
+    for decl in decls:  # the node's declared keys, plus those other methods declare in it (extra_config)
+        added = {key: value for (path, key), value in extra.items() if path == f"TRAINER.{decl['node']}"}
+        assert dict(cfg.TRAINER[decl["node"]]) == {**decl["config"], **added}
+    for (path, key), value in extra.items():
+        node = cfg
+        for part in path.split("."):
+            node = node[part]
+        assert node[key] == value
     assert cfg.TRAINER.KGCOOP.W == 8.0 and cfg.TRAINER.COOP.N_CTX == 16 and cfg.TRAINER.COMMA.WEIGHT == 1.0
     assert get_method("KgCoOp").key == "kgcoop" and get_method("comma").trainer == "CoMMA"
     assert get_method("COMMA").trainer == "CoMMA" and get_method("zeroshot").zero_shot
@@ -136,3 +144,66 @@ def test_ctx_must_fit_ctx_init_for_every_method():
     cfg.TRAINER.MAPLE.N_CTX = 5  # above MaPLe's limit of 4 initialised tokens: random context, "X" words
     learner = MultiModalPromptLearner(cfg, clip_model, ["cat", "dog"])
     assert tuple(learner.ctx.shape) == (5, 64)
+
+
+def _extra(decl_text, extra):
+    return decl_text.replace('"order": 5', f'"order": 5, "extra_config": {extra!r}')
+
+
+def test_extra_config_creates_nodes_and_keys_outside_the_method_node(tmp_path):
+    _write(tmp_path, "toy.py", _extra(GOOD, {"LOSS": {"LAMBDA": 1.0, "T": 1.0}, "TRAINER.COOP": {"W": 8.0},
+                                            "OPTIM": {"NAME": "adam"}}))
+    _write(tmp_path, "toy2.py", _extra(GOOD.replace('"toy"', '"toy2"').replace('"Toy"', '"Toy2"')
+                                       .replace('"TOY"', '"TOY2"'), {"LOSS": {"LAMBDA": 1.0}}))
+    cfg = extend_cfg(get_cfg_default(), directory=str(tmp_path))
+    assert dict(cfg.LOSS) == {"LAMBDA": 1.0, "T": 1.0} and cfg.TRAINER.COOP.W == 8.0
+    assert cfg.OPTIM.NAME == "adam"  # an engine default left as it is (the declared default agrees)
+    assert list(cfg.TRAINER.COOP) == ["W"]  # no CoOp declaration in this folder: the node is created
+    # an official YAML setting these keys now merges unchanged
+    yaml_file = tmp_path / "official.yaml"
+    yaml_file.write_text("LOSS:\n  LAMBDA: 0.8\nTRAINER:\n  COOP:\n    W: 1.0\n")
+    from engine.config import merge_from_file
+
+    merge_from_file(cfg, str(yaml_file))
+    assert cfg.LOSS.LAMBDA == 0.8 and cfg.TRAINER.COOP.W == 1.0
+
+
+def test_extra_config_conflicts_are_one_line_errors_naming_the_files(tmp_path):
+    other = GOOD.replace('"toy"', '"toy2"').replace('"Toy"', '"Toy2"').replace('"TOY"', '"TOY2"')
+    _write(tmp_path, "a.py", _extra(GOOD, {"LOSS": {"LAMBDA": 1.0}}))
+    _write(tmp_path, "b.py", _extra(other, {"LOSS": {"LAMBDA": 2.0}}))
+    with pytest.raises(ValueError, match=r"LOSS\.LAMBDA = 2\.0 disagrees with 1\.0 declared in") as err:
+        method_declarations(str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / "a.py") in message and str(tmp_path / "b.py") in message and "\n" not in message
+    _write(tmp_path, "b.py", _extra(other, {"LOSS": {"LAMBDA": 1}}))  # int vs float: not the same default
+    with pytest.raises(ValueError, match="disagrees"):
+        method_declarations(str(tmp_path))
+    os.remove(tmp_path / "b.py")
+    for extra, match in (({"OPTIM": {"LR": 0.1}}, r"OPTIM\.LR = 0\.1 disagrees with the existing default 0\.0003"),
+                         ({"TRAINER.TOY": {"ALPHA": 0.5}}, None),
+                         ({"OPTIM.LR": {"X": 1}}, r"OPTIM\.LR is a config key, not a node")):
+        _write(tmp_path, "a.py", _extra(GOOD, extra))
+        if match is None:  # the method's own node: a declaration error
+            with pytest.raises(ValueError, match="names the method's own node TRAINER.TOY") as err:
+                method_declarations(str(tmp_path))
+        else:
+            with pytest.raises(ValueError, match=match) as err:
+                extend_cfg(get_cfg_default(), directory=str(tmp_path))
+        assert str(tmp_path / "a.py") in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([("LOSS", {})], r"METHOD\['extra_config'\] has the wrong type"),
+    ({"loss": {"LAMBDA": 1.0}}, "dotted upper-case config node paths"),
+    ({"LOSS..X": {"LAMBDA": 1.0}}, "dotted upper-case config node paths"),
+    ({"LOSS": {}}, "must be a non-empty dict"),
+    ({"LOSS": 1.0}, "must be a non-empty dict"),
+    ({"LOSS": {"lambda": 1.0}}, "must map upper-case keys to plain defaults"),
+    ({"LOSS": {"SUB": {"A": 1}}}, "must map upper-case keys to plain defaults"),
+])
+def test_bad_extra_config_is_a_one_line_error_naming_the_file(tmp_path, extra, message):
+    _write(tmp_path, "toy.py", _extra(GOOD, extra))
+    with pytest.raises(ValueError, match=message) as err:
+        method_declarations(str(tmp_path))
+    assert str(tmp_path / "toy.py") in str(err.value) and "\n" not in str(err.value)

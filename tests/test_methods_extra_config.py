@@ -34,18 +34,18 @@ def test_extra_nodes_and_keys_are_created_with_their_defaults(tmp_path):
 def test_two_methods_with_different_defaults_for_one_key_is_an_error_naming_both(tmp_path):
     _write(tmp_path, "toy.py", _method("toy", {"LOSS": {"T": 1.0}}))
     _write(tmp_path, "other.py", _method("other", {"LOSS": {"T": 2.0}}, order=6))
-    with pytest.raises(ValueError, match=r"extra_config LOSS\.T = [12]\.0 conflicts with [12]\.0 declared in") as err:
+    with pytest.raises(ValueError, match=r"extra_config'\] LOSS\.T = [12]\.0 disagrees with [12]\.0 declared in") as err:
         method_declarations(str(tmp_path))
     message = str(err.value)
     assert str(tmp_path / "other.py") in message and str(tmp_path / "toy.py") in message and "\n" not in message
     _write(tmp_path, "other.py", _method("other", {"LOSS": {"T": 1}}, order=6))  # 1 is not 1.0: yacs types differ
-    with pytest.raises(ValueError, match="conflicts with"):
+    with pytest.raises(ValueError, match="disagrees with"):
         method_declarations(str(tmp_path))
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({"DATASET": {"SUBSAMPLE_CLASSES": "base"}}, r"SUBSAMPLE_CLASSES = 'base' differs from the existing default"),
-    ({"OPTIM": {"LR": 1}}, r"OPTIM\.LR = 1 differs from the existing default"),
+    ({"DATASET": {"SUBSAMPLE_CLASSES": "base"}}, r"SUBSAMPLE_CLASSES = 'base' disagrees with the existing default"),
+    ({"OPTIM": {"LR": 1}}, r"OPTIM\.LR = 1 disagrees with the existing default"),
     ({"OPTIM.LR": {"X": 1}}, r"OPTIM\.LR is a config key, not a node"),
 ])
 def test_an_existing_key_with_another_default_is_an_error(tmp_path, extra, message):
@@ -56,11 +56,11 @@ def test_an_existing_key_with_another_default_is_an_error(tmp_path, extra, messa
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({"LOSS..X": {"A": 1}}, "must be dotted config node paths"),
-    ({"TRAINER.TOY": {"A": 1}}, "is the method's own node"),
-    ({"LOSS": {}}, "must map key names to defaults"),
-    ({"LOSS": {"1A": 1}}, "must map key names to defaults"),
-    ({"LOSS": {"SUB": {"A": 1}}}, "is a dict; declare a node as its own dotted path"),
+    ({"LOSS..X": {"A": 1}}, "must be dotted upper-case config node paths"),
+    ({"TRAINER.TOY": {"A": 1}}, "names the method's own node"),
+    ({"LOSS": {}}, "must be a non-empty dict of KEY: default"),
+    ({"LOSS": {"1A": 1}}, "must map upper-case keys to plain defaults"),
+    ({"LOSS": {"SUB": {"A": 1}}}, "must map upper-case keys to plain defaults"),
     ([("LOSS", {"A": 1})], r"METHOD\['extra_config'\] has the wrong type"),
 ])
 def test_bad_extra_config_is_a_one_line_error_naming_the_file(tmp_path, extra, message):

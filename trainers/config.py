@@ -18,8 +18,9 @@ Every method module ``trainers/<name>.py`` declares its method once, in a module
         #           "zero_shot" (False), "title" (table row name; default trainer),
         #           few-shot protocol config: "fewshot_cfg" (default: b2n_cfg),
         #           "fewshot_cfg_per_shots" ({K: cfg}), "fewshot_cfg_per_dataset" ({dataset: cfg}),
-        #           "extra_config" ({"DOTTED.NODE.PATH": {"KEY": default, ...}, ...}: config keys outside
-        #           TRAINER.<node> that the method's official YAMLs set, e.g. {"LOSS": {"T": 1.0}})
+        #           "extra_config" ({"DOTTED.NODE.PATH": {"KEY": default, ...}, ...}: config keys
+        #           outside TRAINER.<node> that the official YAMLs or scripts set, e.g.
+        #           {"LOSS": {"LAMBDA": 1.0}} or {"TRAINER.COOP": {"W": 8.0}})
     }
 
 The literal is read with :mod:`ast` (no import, no torch), so the torch-free tools (the sweep
@@ -27,12 +28,14 @@ planner, run records) and ``extend_cfg`` see exactly what the trainer class sees
 (``trainers.base.register_method(METHOD)`` sets the class's ``CFG_NODE`` and ``MODEL_NAME`` from it).
 ``extend_cfg`` adds one node per declared ``node`` (merged after Dassl's defaults and before any
 YAML file, so the official method YAMLs merge unchanged: yacs rejects keys that do not exist yet).
-``extra_config`` adds the declared keys outside the method's own node (creating missing nodes),
-after every ``TRAINER.<node>``: a key that already exists (an engine default, another method's node)
-is left as it is when its default is the same value and type, otherwise it is a one-line error; two
-methods declaring one key with different defaults is a one-line error naming both files.
 ``UPSTREAM_NUMERICS`` (every node, default False): True reproduces the official code's arithmetic
 under ``PREC fp16`` (docs/METHODS.md lists every case).
+
+``extra_config``: after the method nodes, ``extend_cfg`` creates each missing node on the path and
+each missing key with its default, so an official YAML that sets e.g. ``LOSS.LAMBDA`` or
+``TRAINER.COOP.W`` merges unchanged. A key that already exists (an engine default, another method's
+node or another method's ``extra_config``) is left as is when the declared default is equal (same
+type and value), else it is a one-line error naming the method file(s).
 """
 import ast
 import glob
@@ -108,28 +111,31 @@ def _complete(decl, path):
 
 
 def _check_extra_config(extra, node, path):
-    """``{"DOTTED.NODE.PATH": {"KEY": default}}`` with identifier parts, outside ``TRAINER.<node>``."""
+    """``{"DOTTED.NODE.PATH": {"KEY": value}}`` with upper-case names, plain (non-dict) values and not
+    the method's own ``TRAINER.<node>``; returns a copy (one-line errors naming the file)."""
+    what = f"{path}: METHOD['extra_config']"
     out = {}
     for dotted, keys in extra.items():
-        parts = dotted.split(".") if isinstance(dotted, str) else [""]
-        if not all(p.isidentifier() for p in parts):
-            raise ValueError(f"{path}: METHOD['extra_config'] keys must be dotted config node paths like "
-                             f"'LOSS' or 'TRAINER.COOP', got {dotted!r}")
-        if parts[:2] == ["TRAINER", node]:
-            raise ValueError(f"{path}: METHOD['extra_config'] {dotted!r} is the method's own node: "
-                             f"declare its keys in METHOD['config']")
-        if not isinstance(keys, dict) or not keys or not all(isinstance(k, str) and k.isidentifier() for k in keys):
-            raise ValueError(f"{path}: METHOD['extra_config'][{dotted!r}] must map key names to defaults, "
-                             f"got {keys!r}")
-        nested = [k for k, v in keys.items() if isinstance(v, dict)]
-        if nested:
-            raise ValueError(f"{path}: METHOD['extra_config'][{dotted!r}][{nested[0]!r}] is a dict; declare a "
-                             f"node as its own dotted path")
+        parts = dotted.split(".") if isinstance(dotted, str) else []
+        if not parts or not all(p.isidentifier() and p.isupper() for p in parts):
+            raise ValueError(f"{what} keys must be dotted upper-case config node paths like 'LOSS' or "
+                             f"'TRAINER.COOP', got {dotted!r}")
+        if dotted == f"TRAINER.{node}":
+            raise ValueError(f"{what} names the method's own node {dotted}; declare its keys in METHOD['config']")
+        if not isinstance(keys, dict) or not keys:
+            raise ValueError(f"{what}[{dotted!r}] must be a non-empty dict of KEY: default, got {keys!r}")
+        for key, value in keys.items():
+            if not (isinstance(key, str) and key.isidentifier() and key.isupper()) or isinstance(value, dict):
+                raise ValueError(f"{what}[{dotted!r}] must map upper-case keys to plain defaults, "
+                                 f"got {key!r}: {value!r}")
         out[dotted] = dict(keys)
     return out
 
 
 def _same_default(a, b):
+    """Equal config defaults: same type (list and tuple alike) and value."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_default(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
 
 
@@ -160,15 +166,15 @@ def method_declarations(directory=HERE):
                     raise ValueError(f"{decl['path']}: METHOD {field} {name!r} is already declared in "
                                      f"{seen[(field, name)]}")
                 seen[(field, name)] = decl["path"]
-    owners = {}  # "NODE.KEY" -> (default, declaring file)
+    extra = {}  # "NODE.PATH.KEY" -> (default, declaring file)
     for decl in decls:
         for dotted, keys in decl["extra_config"].items():
             for key, value in keys.items():
                 full = f"{dotted}.{key}"
-                if full in owners and not _same_default(owners[full][0], value):
-                    raise ValueError(f"{decl['path']}: METHOD extra_config {full} = {value!r} conflicts with "
-                                     f"{owners[full][0]!r} declared in {owners[full][1]}")
-                owners.setdefault(full, (value, decl["path"]))
+                if full in extra and not _same_default(extra[full][0], value):
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] {full} = {value!r} disagrees with "
+                                     f"{extra[full][0]!r} declared in {extra[full][1]}")
+                extra.setdefault(full, (value, decl["path"]))
     decls.sort(key=lambda d: (d["order"], d["key"]))
     _CACHE[directory] = (stamp, decls)
     return [dict(d) for d in decls]
@@ -176,27 +182,26 @@ def method_declarations(directory=HERE):
 
 def extend_cfg(cfg, directory=HERE):
     """Add ``TRAINER.<node>`` with its declared defaults for every declared method, then every
-    method's ``extra_config`` keys (module docstring), in place; returns ``cfg``."""
+    method's ``extra_config`` nodes and keys (see the module docstring), in place; returns ``cfg``."""
     decls = method_declarations(directory)
     for decl in decls:
         cfg.TRAINER[decl["node"]] = CN(dict(decl["config"]))
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
-    added = set()
     for decl in decls:
         for dotted, keys in decl["extra_config"].items():
             node = cfg
-            for part in dotted.split("."):
+            for i, part in enumerate(dotted.split(".")):
                 if part not in node:
                     node[part] = CN()
                 node = node[part]
                 if not isinstance(node, CN):
-                    raise ValueError(f"{decl['path']}: METHOD extra_config {dotted} is a config key, not a node")
+                    where = ".".join(dotted.split(".")[:i + 1])
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] node {dotted}: {where} is a "
+                                     f"config key, not a node")
             for key, value in keys.items():
-                full = f"{dotted}.{key}"
                 if key not in node:
                     node[key] = value
-                    added.add(full)
-                elif full not in added and not _same_default(node[key], value):
-                    raise ValueError(f"{decl['path']}: METHOD extra_config {full} = {value!r} differs from the "
-                                     f"existing default {node[key]!r}")
+                elif not _same_default(node[key], value):
+                    raise ValueError(f"{decl['path']}: METHOD['extra_config'] {dotted}.{key} = {value!r} disagrees "
+                                     f"with the existing default {node[key]!r}")
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     return cfg

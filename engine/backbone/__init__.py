@@ -3,7 +3,7 @@
 from .architectures import ARCHITECTURES, TINY_NAME, get_architecture
 from .loader import available_backbones, build_random_clip, load_clip, load_clip_from_state_dict
 from .prompted_image import PromptedImageEncoder
-from .prompted_text import PromptedTextEncoder
+from .prompted_text import PromptedTextEncoder, deep_prompts_at
 from .open_clip_backbone import OpenCLIPBackbone, is_open_clip_name
 from .tokenizer import tokenize, tokenizer_for
 from .weights import BackboneWeightsNotFound, clip_cache_dir, expected_weights_file, read_state_dict
@@ -11,7 +11,7 @@ from .weights import BackboneWeightsNotFound, clip_cache_dir, expected_weights_f
 __all__ = [
     "ARCHITECTURES", "TINY_NAME", "get_architecture",
     "available_backbones", "build_random_clip", "load_clip", "load_clip_from_state_dict",
-    "PromptedImageEncoder", "PromptedTextEncoder", "tokenize", "tokenizer_for",
+    "PromptedImageEncoder", "PromptedTextEncoder", "deep_prompts_at", "tokenize", "tokenizer_for",
     "OpenCLIPBackbone", "is_open_clip_name",
     "BackboneWeightsNotFound", "clip_cache_dir", "expected_weights_file", "read_state_dict",
 ]

@@ -4,8 +4,14 @@ Drives CLIP's own ``positional_embedding``, ``transformer.resblocks`` (their ``a
 ``mlp`` and ``ln_2``, with CLIP's causal mask), ``ln_final`` and ``text_projection``; CLIP itself is
 not modified. OpenCLIP text towers (``engine.backbone.open_clip_backbone``) are driven the same way,
 each block through its own ``forward`` (layer scale, batch-first attention) with the cropped mask.
-The caller builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``. Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the
-deep prompt P_t^j (``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
+The caller builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``.
+
+Deep prompts (the hook every method uses): before block j (1-based, j = 2..J) positions ``1..n_j``
+are overwritten by ``deep_prompts[j-2]`` (``[n_j, Dt]`` shared by the rows, or ``[R, n_j, Dt]`` one
+per row, e.g. class-aware tokens). A ``None`` entry leaves the tokens of that block unchanged, so a
+method may prompt chosen blocks only: ``deep_prompts_at({j: P}, layers)`` builds the list (TCP
+inserts its class-aware tokens before one block, MaPLe/IVLP before every block 2..J). Prompts may
+differ in length; prompts beyond the last block are ignored.
 
 Speed and memory (``engine.backbone.text_plan``): because attention is causal, a pass runs only the
 first ``max EOT index + 1`` positions (exact truncation), rows can be encoded in chunks with
@@ -83,8 +89,30 @@ def projection_dtype_and_dim(projection, width):
     return projection.dtype, projection.shape[1]
 
 
+def deep_prompts_at(prompts_by_block, layers):
+    """The ``deep_prompts`` list that inserts ``prompts_by_block[j]`` before text block ``j`` (1-based,
+    ``2 <= j <= layers``) and leaves every other block's tokens unchanged (``None`` entries).
+
+    ``deep_prompts_at({9: P}, 12)`` = ``[None] * 7 + [P]`` (TCP's class-aware tokens before block 9).
+    A block outside ``2..layers`` is a one-line ``ValueError`` (block 1 takes the shallow prompt,
+    which is part of the embeddings).
+    """
+    bad = sorted(j for j in prompts_by_block if not (isinstance(j, int) and 2 <= j <= layers))
+    if bad:
+        raise ValueError(f"deep prompts before text block(s) {bad}: expected blocks 2..{layers} (1-based; block 1 "
+                         f"takes the shallow prompt in the embeddings)")
+    deep = [None] * (max(prompts_by_block, default=1) - 1)
+    for j, prompt in prompts_by_block.items():
+        deep[j - 2] = prompt
+    return deep
+
+
 class PromptedTextEncoder(nn.Module):
     """``forward(embeddings [R,L,Dt], tokenized [R,L], deep_prompts=None, return_hidden=0, length=None)``.
+
+    ``deep_prompts``: a list whose entry ``i`` replaces positions ``1..n`` before block ``i + 2``
+    (1-based): a ``[n, Dt]`` or ``[R, n, Dt]`` tensor, or ``None`` to leave that block's tokens as
+    they are (see :func:`deep_prompts_at`). A list of tensors only is MaPLe's deep prompting.
 
     Returns projected, un-normalised features ``[R, E]`` taken at the EOT token
     (``tokenized.argmax(-1)``), or ``(features, hidden)`` when ``return_hidden=K > 0``: the outputs
@@ -139,7 +167,8 @@ class PromptedTextEncoder(nn.Module):
             return self.context_length
         need = int(tokenized.argmax(dim=-1).max().item()) + 1
         for p in deep_prompts or []:
-            need = max(need, 1 + int(p.shape[-2]))
+            if p is not None:
+                need = max(need, 1 + int(p.shape[-2]))
         return min(need, self.context_length)
 
     def forward(self, embeddings, tokenized, deep_prompts=None, return_hidden: int = 0, length=None):
@@ -186,7 +215,7 @@ class PromptedTextEncoder(nn.Module):
         # shared deep prompts as one [R, n, Dt] view: each chunk takes its rows, and the gradient is
         # summed over all rows in one reduction, as without chunks (bit-identical gradients)
         total = embeddings.shape[0]
-        deep = [p if p.dim() == 3 else p.unsqueeze(0).expand(total, -1, -1) for p in deep]
+        deep = [p if p is None or p.dim() == 3 else p.unsqueeze(0).expand(total, -1, -1) for p in deep]
         feats, hiddens = [], []
         for lo in range(start, end, step):
             f, h = self._encode_chunk(embeddings, eot, deep, k, length, lo, min(lo + step, end), use_checkpoint)
@@ -206,7 +235,7 @@ class PromptedTextEncoder(nn.Module):
         mask = self.causal_mask[:length, :length].to(dtype=x.dtype, device=x.device)
         hidden = []
         for i, block in enumerate(blocks):
-            if 1 <= i <= len(deep):
+            if 1 <= i <= len(deep) and deep[i - 1] is not None:  # None: this block's tokens stay
                 prompt = deep[i - 1]
                 if prompt.dim() == 3 and prompt.shape[0] == embeddings.shape[0]:  # one prompt per row
                     prompt = prompt[lo:hi]
