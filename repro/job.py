@@ -3,7 +3,7 @@
 
 Usage (what the scripts call, from the repository root)::
 
-    python -m repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]
+    python -m repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]   (DATASET: CONFIG or NAME=CONFIG)
     python -m repro.job METHOD base2new_test  DATASET SEED [KEY VALUE ...]
     python -m repro.job METHOD xd_train [DATASET] SEED [KEY VALUE ...]   (DATASET default: imagenet)
     python -m repro.job METHOD xd_test  DATASET SEED [KEY VALUE ...]
