@@ -145,6 +145,14 @@ def _record_run(args, cfg, logger):
             logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}) and left no result "
                            f"or checkpoint; its {record.RECORD_FILE} now records this run's")
     record.write_record(cfg.OUTPUT_DIR, mode, settings, vars(args))
+    if mode == "train" or not os.path.isfile(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP)):
+        from engine.utils.io import atomic_write_text
+
+        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), cfg.dump())
+
+
+#: the run's full effective config, beside log.txt; ``--config-file OUTPUT_DIR/config.yaml`` reloads it
+CONFIG_DUMP = "config.yaml"
 
 
 def _check_names(cfg):

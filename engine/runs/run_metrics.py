@@ -16,7 +16,11 @@ result block of ``log.txt`` does. Contents (``METRICS_VERSION`` 1)::
      "wall_time_s": 812.4,       # training run: training + final test of this session; eval run: the test
      "eval_time_s": 21.0, "images_per_s": 117.4,   # test images / test seconds
      "train_images_per_s": 96.1 | null,            # images trained this session / training seconds
-     "written": "2026-01-01T12:00:00"}
+     "written": "2026-01-01T12:00:00",
+     # with TEST.PER_CLASS_RESULT True: one entry per test class, label order
+     "per_class": [{"label": 0, "classname": "cat", "total": 50, "correct": 47, "accuracy": 94.0}, ...],
+     # with TEST.COMPUTE_CMAT True: counts, row = true label, column = predicted label
+     "confusion_matrix": {"rows": "true label", "columns": "predicted label", "counts": [[47, 3], ...]}}
 
 :func:`read_metrics` is torch-free (``tools/collect_results.py`` reads it first, ``log.txt`` second).
 """
@@ -139,6 +143,17 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
     }
 
 
+def _per_class_fields(trainer) -> dict:
+    """``per_class`` / ``confusion_matrix`` entries when the evaluator computed them."""
+    evaluator = getattr(trainer, "evaluator", None)
+    out = {}
+    if getattr(evaluator, "per_class", None) is not None:
+        out["per_class"] = [dict(c, accuracy=round(float(c["accuracy"]), 4)) for c in evaluator.per_class]
+    if getattr(evaluator, "confusion", None) is not None:
+        out["confusion_matrix"] = {"rows": "true label", "columns": "predicted label", "counts": evaluator.confusion}
+    return out
+
+
 def write_run_metrics(trainer, results: dict, eval_seconds: float):
     """Write ``OUTPUT_DIR/metrics.json`` atomically for a test-split evaluation; returns the path
     (None without an ``OUTPUT_DIR``)."""
@@ -148,6 +163,7 @@ def write_run_metrics(trainer, results: dict, eval_seconds: float):
         return None
     path = os.path.join(trainer.cfg.OUTPUT_DIR, METRICS_FILE)
     data = collect_metrics(trainer, results, eval_seconds)
+    data.update(_per_class_fields(trainer))
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
 
