@@ -11,6 +11,7 @@ result block of ``log.txt`` does. Contents (``METRICS_VERSION`` 1)::
      "config_hash": "<12 hex>",  # the run_record.json hash of this run's settings (engine.runs.record)
      "seed": 1, "trainer": "CoMMA", "dataset": "Caltech101", "num_shots": 16,
      "subsample_classes": "base", "backbone": "ViT-B/16", "random_init": false, "prec": "fp16",
+     "weights": "official",      # or "random", or "<file name> sha256:<16 hex>" (MODEL.BACKBONE.PATH)
      "code_version": "0.1.0+src.<12 hex>",  # engine.__version__ + digest of the Python sources
      "git_commit": "<40 hex>" | null,
      "wall_time_s": 812.4,       # training run: training + final test of this session; eval run: the test
@@ -103,6 +104,19 @@ def _config_hash(cfg, mode: str, output_dir: str):
     return record.settings_hash(record.effective_settings(cfg, None)), mode
 
 
+def weights_label(cfg) -> str:
+    """What the backbone's weights were: ``random``, ``official`` (the release of ``MODEL.BACKBONE.NAME``,
+    OpenAI's or an OpenCLIP pretrained tag) or ``<file name> sha256:<16 hex>`` (``MODEL.BACKBONE.PATH``)."""
+    from engine.runs.identity import file_digest
+
+    bb = cfg.MODEL.BACKBONE
+    if bb.RANDOM_INIT:
+        return "random"
+    if bb.PATH:
+        return f"{os.path.basename(bb.PATH)} {file_digest(bb.PATH)}"
+    return "official"
+
+
 def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
     """The ``metrics.json`` dict of a finished test of ``trainer`` (a ``SimpleTrainer``)."""
     cfg = trainer.cfg
@@ -133,7 +147,7 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
         "config_hash": config_hash, "seed": int(cfg.SEED),
         "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME, "num_shots": int(cfg.DATASET.NUM_SHOTS),
         "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "backbone": cfg.MODEL.BACKBONE.NAME,
-        "random_init": bool(cfg.MODEL.BACKBONE.RANDOM_INIT),
+        "random_init": bool(cfg.MODEL.BACKBONE.RANDOM_INIT), "weights": weights_label(cfg),
         "prec": node.PREC if node is not None and "PREC" in node else None,
         "code_version": code_version(), "git_commit": git_commit(),
         "wall_time_s": round(wall, 3), "eval_time_s": round(eval_seconds, 3),

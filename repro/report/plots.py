@@ -27,9 +27,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")
 
 
-def write_plots(tables: dict, out_dir: str) -> list:
+def write_plots(tables: dict, out_dir: str, paper=None) -> list:
     """Write the figures for ``tables["base2new"]`` and ``tables["fewshot"]`` into ``out_dir``;
-    returns the file paths."""
+    returns the file paths. With ``paper`` (``--compare``) the titles name the protocol mismatches."""
     paths = _base2new_plots(tables.get("base2new"), out_dir)
     if tables.get("fewshot"):
         paths.append(_fewshot_plot(tables["fewshot"], out_dir))
