@@ -199,8 +199,9 @@ class Context:
     """Where things live: ``repo_root`` (working directory of train.py), ``config_root`` (holds
     ``configs/trainers`` and ``configs/datasets``; default ``repo_root``), ``output_root``,
     ``data_root``, user ``opts``, the xd ``source``, an optional config-name override,
-    ``upstream_numerics`` (every job also passes ``TRAINER.<NODE>.UPSTREAM_NUMERICS True``) and
-    ``weights`` (the released-weights folder of the ``released`` protocol)."""
+    ``upstream_numerics`` (every job also passes ``TRAINER.<NODE>.UPSTREAM_NUMERICS True``),
+    ``weights`` (the released-weights folder of the ``released`` protocol) and ``opts_for`` (per
+    method key, opts given to that method's jobs only, after ``opts``: e.g. CoOp at 200 epochs)."""
 
     repo_root: str
     output_root: str
@@ -211,6 +212,7 @@ class Context:
     config_root: str | None = None
     upstream_numerics: bool = False
     weights: str | None = None
+    opts_for: dict = field(default_factory=dict)  # method key -> KEY VALUE opts of that method only (after opts)
 
 
 def cfg_node(spec: MethodSpec) -> str:
@@ -292,7 +294,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         raise PlanError(f"unknown job kind {kind!r}; expected one of {KINDS}")
     dataset, stem = split_dataset(dataset)
     source = split_dataset(ctx.source)[0]
-    opts = split_opts(ctx.opts)
+    opts = split_opts(list(ctx.opts) + list(ctx.opts_for.get(spec.key, [])))
     params = dict(COOP_DEFAULTS, **(params or {})) if kind.startswith("coop") else None
     k = shots_of(opts) if shots is None else int(shots)
     if kind == "fewshot" and spec.zero_shot:
