@@ -168,6 +168,24 @@ def _check_names(cfg):
         DATASET_REGISTRY.get(cfg.DATASET.NAME)
 
 
+def _check_load_epoch(args):
+    """``--eval-only --model-dir DIR --load-epoch N``: fail before anything is built when no
+    ``DIR/<model name>/model.pth.tar-N`` exists, listing the epochs that do."""
+    import glob
+    import re
+
+    if not (args.eval_only and args.model_dir and args.load_epoch is not None) or not os.path.isdir(args.model_dir):
+        return
+    found = glob.glob(os.path.join(glob.escape(args.model_dir), "*", "model.pth.tar-*"))
+    epochs = sorted({int(m.group(1)) for m in (re.search(r"model\.pth\.tar-(\d+)$", p) for p in found) if m})
+    if args.load_epoch in epochs:
+        return
+    have = f"the epochs saved there are {', '.join(map(str, epochs))}" if epochs else "it holds no epoch checkpoint"
+    raise FileNotFoundError(f"--load-epoch {args.load_epoch}: no {args.model_dir}/<model name>/model.pth.tar-"
+                            f"{args.load_epoch}; {have} (--load-epoch takes one of them; without it the best, "
+                            f"else the last, is loaded)")
+
+
 def _user_errors():
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
@@ -203,6 +221,7 @@ def run(args):
 
     cfg = setup_cfg(args, extend=extend_cfg)
     _check_names(cfg)
+    _check_load_epoch(args)
     from engine.utils.tracking import check_tracking
 
     check_tracking(cfg)  # --wandb without the wandb package: one line before anything runs
