@@ -22,6 +22,8 @@ import re
 
 from repro.report.collect import classify
 from engine.runs.logparse import log_files, parse_lines, read_run_result, run_facts
+from engine.runs.record import read_record
+from engine.runs.run_metrics import read_metrics
 from repro.methods import DATASET_TITLES
 from repro.report.plots import _plt, _safe, _save
 
@@ -129,9 +131,6 @@ def max_epoch(lines):
 def run_caveats(run_dirs) -> str:
     """What the runs' ``metrics.json`` / ``run_record.json`` say about how they ran (backbone, random
     weights), for the figure title; '' when they do not say."""
-    from engine.runs.record import read_record
-    from engine.runs.run_metrics import read_metrics
-
     backbones, random_w = set(), False
     for d in run_dirs:
         m = read_metrics(d) or {}
