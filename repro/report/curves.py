@@ -186,7 +186,8 @@ def write_curves(root: str, out_dir: str) -> list:
     readable beside the total), then accuracy (%): training accuracy when the log prints it, val
     (line), test (filled marker) and novel (open triangle) per seed. Seeds differ in colour, line
     style and marker; the x axis spans 0 to the run's epochs (short runs get markers on every
-    point); the title names the backbone, random weights, shots and seeds."""
+    point; the seeds' test and novel points sit side by side at their epoch); the title names the
+    backbone, random weights, shots and seeds."""
     groups = find_runs(root)
     if not groups:
         return []
@@ -222,9 +223,11 @@ def _group_figure(plt, key, seeds: dict, out_dir: str):
     axes = list(axes.flat)
     acc_ax = axes[-1]
     acc_values = []
+    n_seeds = len(data)
     for i, seed in enumerate(sorted(data)):
         st = _seed_style(i)
         d = data[seed]
+        nudge = 0.015 * max(epochs, 1) * (i - (n_seeds - 1) / 2)  # seeds' end points side by side, not on top
         for ax, term in zip(axes, terms):
             if term in d["losses"]:
                 xs, ys = zip(*d["losses"][term])
@@ -245,11 +248,12 @@ def _group_figure(plt, key, seeds: dict, out_dir: str):
         if d["evals"].get("test"):
             xs, ys = zip(*d["evals"]["test"])
             acc_values += ys
-            acc_ax.plot(xs, ys, color=st["color"], linestyle="none", marker=st["marker"], markersize=8,
+            acc_ax.plot([x + nudge for x in xs], ys, color=st["color"], linestyle="none", marker=st["marker"],
+                        markersize=8,
                         markeredgecolor="black", label=f"seed {seed} {base}test {ys[-1]:.1f}")
         if d["novel"] is not None and d["novel"][0] is not None:
             acc_values.append(d["novel"][1])
-            acc_ax.plot([d["novel"][0]], [d["novel"][1]], color=st["color"], linestyle="none", marker="^",
+            acc_ax.plot([d["novel"][0] + nudge], [d["novel"][1]], color=st["color"], linestyle="none", marker="^",
                         markersize=9, markerfacecolor="none", markeredgewidth=1.6,
                         label=f"seed {seed} novel {d['novel'][1]:.1f}")
     margin = max(0.05 * epochs, 0.1)
