@@ -95,12 +95,40 @@ def print_args(args, cfg, logger):
     logger.info(str(cfg))
 
 
+def _refuse_other_run(args, cfg):
+    """Stop with one line (``RunSettingsMismatch``) when ``OUTPUT_DIR`` holds a finished run, or one with
+    checkpoints to resume, recorded with other settings or another identity (other data, other weights
+    file; ``engine.runs.record``). Checked before anything is written to the folder."""
+    from engine.distributed import is_main_process
+    from engine.runs import record
+    from engine.runs.logparse import run_status
+
+    if not cfg.OUTPUT_DIR or not is_main_process():
+        return
+    mode = record.run_mode(args)
+    old = record.read_record(cfg.OUTPUT_DIR).get(mode)
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
+        return
+    finished = run_status(cfg.OUTPUT_DIR, mode) == "finished"
+    if not finished and not record.has_checkpoints(cfg.OUTPUT_DIR):
+        return  # nothing reusable there (e.g. a run that stopped on a config error): it is replaced
+    settings = record.effective_settings(cfg, args)
+    if old.get("hash") == record.settings_hash(settings):
+        return
+    diffs = record.diff_settings(old["settings"], settings, record.default_settings(REPO_ROOT))
+    if diffs:
+        raise record.RunSettingsMismatch(record.mismatch_message(
+            cfg.OUTPUT_DIR, diffs, "finished" if finished else "half-finished",
+            "To keep both, choose another --output-dir; to replace it, delete that folder."))
+
+
 def _record_run(args, cfg, logger):
     """Write ``OUTPUT_DIR/run_record.json`` (the settings this run uses; ``engine.runs.record``).
 
     The scripts and the sweep skip a finished folder only when its record equals the requested
-    settings. A direct ``train.py`` run into a folder recorded with other settings says so and replaces
-    the record.
+    settings; ``train.py`` itself refuses a folder holding a finished or resumable run with other
+    settings (:func:`_refuse_other_run`). A folder whose earlier run left no result and no checkpoint
+    gets this run's record.
     """
     from engine.distributed import is_main_process
     from engine.runs import record
@@ -114,9 +142,17 @@ def _record_run(args, cfg, logger):
         diffs = record.diff_settings(old["settings"], settings, record.default_settings(REPO_ROOT))
         if diffs:
             keys = ", ".join(k for k, _, _ in diffs[:6]) + (", ..." if len(diffs) > 6 else "")
-            logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}); "
-                           f"its {record.RECORD_FILE} now records this run's")
+            logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}) and left no result "
+                           f"or checkpoint; its {record.RECORD_FILE} now records this run's")
     record.write_record(cfg.OUTPUT_DIR, mode, settings, vars(args))
+    if mode == "train" or not os.path.isfile(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP)):
+        from engine.utils.io import atomic_write_text
+
+        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), cfg.dump())
+
+
+#: the run's full effective config, beside log.txt; ``--config-file OUTPUT_DIR/config.yaml`` reloads it
+CONFIG_DUMP = "config.yaml"
 
 
 def _check_names(cfg):
@@ -130,6 +166,24 @@ def _check_names(cfg):
         except ImportError:
             return
         DATASET_REGISTRY.get(cfg.DATASET.NAME)
+
+
+def _check_load_epoch(args):
+    """``--eval-only --model-dir DIR --load-epoch N``: fail before anything is built when no
+    ``DIR/<model name>/model.pth.tar-N`` exists, listing the epochs that do."""
+    import glob
+    import re
+
+    if not (args.eval_only and args.model_dir and args.load_epoch is not None) or not os.path.isdir(args.model_dir):
+        return
+    found = glob.glob(os.path.join(glob.escape(args.model_dir), "*", "model.pth.tar-*"))
+    epochs = sorted({int(m.group(1)) for m in (re.search(r"model\.pth\.tar-(\d+)$", p) for p in found) if m})
+    if args.load_epoch in epochs:
+        return
+    have = f"the epochs saved there are {', '.join(map(str, epochs))}" if epochs else "it holds no epoch checkpoint"
+    raise FileNotFoundError(f"--load-epoch {args.load_epoch}: no {args.model_dir}/<model name>/model.pth.tar-"
+                            f"{args.load_epoch}; {have} (--load-epoch takes one of them; without it the best, "
+                            f"else the last, is loaded)")
 
 
 def _user_errors():
@@ -167,6 +221,7 @@ def run(args):
 
     cfg = setup_cfg(args, extend=extend_cfg)
     _check_names(cfg)
+    _check_load_epoch(args)
     from engine.utils.tracking import check_tracking
 
     check_tracking(cfg)  # --wandb without the wandb package: one line before anything runs
@@ -197,6 +252,7 @@ def _run_locked(args, cfg):
     from engine.trainer import build_trainer
     from engine.utils import collect_env_info, set_random_seed, setup_logger
 
+    _refuse_other_run(args, cfg)
     logger = setup_logger(cfg.OUTPUT_DIR)
     _record_run(args, cfg, logger)
     if cfg.SEED >= 0:

@@ -32,6 +32,7 @@ sidecar holding the recipe and the final metrics. Load it with ``MODEL.BACKBONE.
 ``INPUT.SIZE (R, R)``.
 """
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -312,8 +313,30 @@ def _lr_at(step: int, recipe: Recipe) -> float:
     return 0.5 * recipe.lr * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0):
-    """Train a tiny CLIP by ``recipe``; returns ``(model in eval mode, metrics dict)``.
+def _as_tuple(value):
+    """``random.Random.setstate`` wants tuples; a saved state may come back with lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def checkpoint_path(recipe: Recipe, cache_dir: str = None) -> str:
+    """Where an unfinished pretraining of ``recipe`` keeps its state: ``<weights path>.partial``."""
+    return weights_path(recipe, cache_dir) + ".partial"
+
+
+def _format_s(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0, checkpoint: str = None,
+             checkpoint_every: int = 0, stop_after: int = None):
+    """Train a tiny CLIP by ``recipe``; returns ``(model in eval mode, metrics dict)``, or ``(None,
+    None)`` when ``stop_after`` steps of this session are done first (state saved in ``checkpoint``).
+
+    ``checkpoint`` (a file): resumed from when it holds a state of this recipe (same digest), and
+    written atomically every ``checkpoint_every`` steps and at a ``stop_after`` stop; a resumed run
+    gives the weights of an uninterrupted one (model, optimiser, batch order, pool position, every
+    RNG and the loss history are restored). Progress lines (every ``log_every`` steps, and at step 10)
+    give the elapsed time and the ETA of this session's pace.
 
     Metrics: ``loss_first`` / ``loss_last`` (mean over the first / last 10% of steps),
     ``zero_shot_heldout`` (accuracy % on 50 fresh drawings per class in the Shapes dataset's colours,
@@ -340,7 +363,28 @@ def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0):
     cap_rng = random.Random(f"tiny-clip-captions/{recipe.seed}")
     token_cache = {}
     order, pos, losses = torch.randperm(len(attrs), generator=gen), 0, []
-    for step in range(recipe.steps):
+    first = 0
+    if checkpoint and os.path.isfile(checkpoint):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("digest") == recipe.digest():
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            colour_rng.setstate(_as_tuple(state["colour_rng"]))
+            cap_rng.setstate(_as_tuple(state["caption_rng"]))
+            order, pos, losses, first = state["order"], int(state["pos"]), list(state["losses"]), int(state["step"])
+            log.info(f"Tiny CLIP pretraining: resumed at step {first}/{recipe.steps} from {checkpoint}")
+        else:
+            log.warning(f"{checkpoint} holds another recipe's state ({state.get('digest')}); starting over")
+
+    def save(step_done):
+        atomic_torch_save({"digest": recipe.digest(), "step": step_done, "model": model.state_dict(),
+                           "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                           "colour_rng": colour_rng.getstate(), "caption_rng": cap_rng.getstate(),
+                           "order": order, "pos": pos, "losses": list(losses)}, checkpoint)
+
+    session_start = time.time()
+    for step in range(first, recipe.steps):
         if pos + recipe.batch_size > len(order):
             order, pos = torch.randperm(len(attrs), generator=gen), 0
         idx = order[pos:pos + recipe.batch_size]
@@ -366,9 +410,20 @@ def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0):
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
-        if log_every and ((step + 1) % log_every == 0 or step + 1 == recipe.steps):
-            log.info(f"  step {step + 1}/{recipe.steps}  loss {loss.item():.4f}  "
-                     f"logit scale {model.logit_scale.exp().item():.1f}  ({time.time() - start:.0f} s)")
+        done = step + 1
+        if log_every and (done % log_every == 0 or done == recipe.steps or done - first == 10):
+            elapsed = time.time() - session_start
+            eta = elapsed / (done - first) * (recipe.steps - done)
+            log.info(f"  step {done}/{recipe.steps}  loss {loss.item():.4f}  "
+                     f"logit scale {model.logit_scale.exp().item():.1f}  ({time.time() - start:.0f} s, "
+                     f"ETA {_format_s(eta)})")
+        if checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < recipe.steps:
+            save(done)
+        if checkpoint and stop_after and done - first >= stop_after and done < recipe.steps:
+            save(done)
+            log.info(f"Tiny CLIP pretraining: stopped after step {done}/{recipe.steps}; state in {checkpoint} "
+                     "(run again to continue)")
+            return None, None
         if check_every and (step + 1) % check_every == 0:
             accuracy = zero_shot_accuracy(model, check, check_labels, recipe.classes)
             model.train()
@@ -381,19 +436,32 @@ def pretrain(recipe: Recipe, log_every: int = 100, check_every: int = 0):
     return model, metrics
 
 
-def ensure_pretrained(recipe: Recipe = Recipe(), cache_dir: str = None, log_every: int = 100) -> str:
-    """Path of the cached weights of ``recipe``; trains and saves them (atomically) when absent."""
+CHECKPOINT_EVERY = 200  # steps between the resumable states of ensure_pretrained
+
+
+def ensure_pretrained(recipe: Recipe = Recipe(), cache_dir: str = None, log_every: int = 100,
+                      checkpoint_every: int = CHECKPOINT_EVERY, stop_after: int = None):
+    """Path of the cached weights of ``recipe``; trains and saves them (atomically) when absent,
+    resuming from ``<weights path>.partial`` (written every ``checkpoint_every`` steps, removed at the
+    end). With ``stop_after``, returns None after that many steps of this session (state saved)."""
     path = weights_path(recipe, cache_dir)
     log = get_logger()
     if os.path.isfile(path):
         log.info(f"Tiny CLIP: using the cached pretrained weights {path}")
         return path
     log.info(f"Tiny CLIP: no cached weights at {path}; pretraining (recipe {recipe.digest()})")
-    model, metrics = pretrain(recipe, log_every=log_every)
+    partial = checkpoint_path(recipe, cache_dir)
+    os.makedirs(os.path.dirname(partial), exist_ok=True)
+    model, metrics = pretrain(recipe, log_every=log_every, checkpoint=partial, checkpoint_every=checkpoint_every,
+                              stop_after=stop_after)
+    if model is None:
+        return None
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     atomic_write_json(path[:-3] + ".json", {"recipe": dataclasses.asdict(recipe), "code_version": CODE_VERSION,
                                            "metrics": metrics, "weights": os.path.basename(path)})
     atomic_torch_save(state, path)
+    if os.path.isfile(partial):
+        os.remove(partial)
     log.info(f"Tiny CLIP: saved {path} (held-out zero-shot accuracy {metrics['zero_shot_heldout']:.1f}%, "
              f"{metrics['seconds']:.0f} s)")
     return path

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 __all__ = ["build_model", "load_model", "from_config", "PromptModel", "backbone_input_defaults", "make_config"]
 
 #: the normalisation of OpenAI's CLIP (and OpenCLIP's default)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_BACKBONE = "ViT-B/16"
@@ -47,6 +48,40 @@ def backbone_input_defaults(name: str, pretrained="") -> dict:
     return {"INPUT.SIZE": (int(size), int(size)), "INPUT.PIXEL_MEAN": [float(v) for v in mean],
             "INPUT.PIXEL_STD": [float(v) for v in std], "INPUT.INTERPOLATION": interp,
             "INPUT.TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"]}
+
+
+def weights_file_input_defaults(path: str) -> dict:
+    """:func:`backbone_input_defaults` for the OpenAI-format CLIP weights file ``path``
+    (``MODEL.BACKBONE.PATH``): its image size is read from the file, normalisation is CLIP's."""
+    from engine.backbone.architectures import architecture_from_state_dict
+    from engine.backbone.weights import read_state_dict
+
+    try:
+        size = int(architecture_from_state_dict(read_state_dict(path))["image_resolution"])
+    except KeyError as err:
+        raise ValueError(f"MODEL.BACKBONE.PATH {path}: not an OpenAI CLIP state dict (missing {err.args[0]!r})") from None
+    return {"INPUT.SIZE": (size, size), "INPUT.PIXEL_MEAN": list(CLIP_MEAN), "INPUT.PIXEL_STD": list(CLIP_STD),
+            "INPUT.INTERPOLATION": "bicubic", "INPUT.TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"]}
+
+
+def backbone_label(cfg) -> str:
+    """What the model's backbone is, by what was loaded: ``<weights file> (image size R)`` for
+    ``MODEL.BACKBONE.PATH``, ``<NAME> (random weights)``, else ``MODEL.BACKBONE.NAME``."""
+    bb = cfg.MODEL.BACKBONE
+    if bb.RANDOM_INIT:
+        return f"{bb.NAME} (random weights)"
+    if bb.PATH:
+        return f"{os.path.basename(bb.PATH)} (weights file, image size {int(cfg.INPUT.SIZE[0])})"
+    return str(bb.NAME)
+
+
+def _resolve_config(config):
+    """``config`` as given when it exists, else relative to the repository (so that the documented
+    ``configs/trainers/...`` paths work from any folder after ``pip install -e .``)."""
+    if not config or os.path.isfile(config) or os.path.isabs(config):
+        return config
+    in_repo = os.path.join(REPO_ROOT, config)
+    return in_repo if os.path.isfile(in_repo) else config
 
 
 def _flat_opts(opts) -> list:
@@ -97,8 +132,9 @@ def make_config(method, backbone=None, config=None, opts=None, settings=None, de
     from engine.config.setup import merge_from_file, merge_from_list, validate_cfg
     from trainers.config import extend_cfg
 
+    config = _resolve_config(config)
     if config and not os.path.isfile(config):
-        raise FileNotFoundError(f"config file not found: {config}")
+        raise FileNotFoundError(f"config file not found: {config} (nor under the repository {REPO_ROOT})")
     flat = _flat_opts(opts)
 
     def assemble(fill):
@@ -122,7 +158,14 @@ def make_config(method, backbone=None, config=None, opts=None, settings=None, de
     cfg = assemble([])
     if not settings:  # a recorded run keeps its own INPUT settings
         given = _yaml_keys(config) | set(flat[0::2])
-        defaults = backbone_input_defaults(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED)
+        bb = cfg.MODEL.BACKBONE
+        if bb.PATH and not bb.RANDOM_INIT and not str(bb.NAME).startswith("open_clip:"):
+            defaults = weights_file_input_defaults(bb.PATH)  # the file decides, not the (default) name
+            given.discard("INPUT.SIZE")  # nor a method YAML written for another backbone; opts still do
+            if "INPUT.SIZE" in flat[0::2]:
+                given.add("INPUT.SIZE")
+        else:
+            defaults = backbone_input_defaults(bb.NAME, bb.PRETRAINED)
         fill = []
         for key, value in defaults.items():
             if key not in given:
@@ -254,8 +297,13 @@ class PromptModel:
     def network(self):
         return self.trainer.model
 
+    @property
+    def backbone(self) -> str:
+        """The backbone by what was loaded (:func:`backbone_label`)."""
+        return backbone_label(self.cfg)
+
     def __repr__(self):
-        return (f"PromptModel({self.cfg.TRAINER.NAME}, backbone {self.cfg.MODEL.BACKBONE.NAME}, "
+        return (f"PromptModel({self.cfg.TRAINER.NAME}, backbone {self.backbone}, "
                 f"{len(self.classnames)} classes, {self.device})")
 
     # -- preprocessing

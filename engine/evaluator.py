@@ -13,7 +13,10 @@ and logs the block that ``parse_test_res.py`` reads::
 
 Macro-F1 is the mean over the labels present in ``y_true`` of ``2TP / (2TP + FP + FN)`` (sklearn's
 ``f1_score(average="macro", labels=np.unique(y_true))``, zero when undefined), computed with NumPy.
-``TEST.COMPUTE_CMAT`` saves a row-normalised confusion matrix to ``OUTPUT_DIR/cmat.pt``.
+``TEST.COMPUTE_CMAT`` saves a row-normalised confusion matrix to ``OUTPUT_DIR/cmat.pt``. After
+``evaluate()``, ``per_class`` (with ``TEST.PER_CLASS_RESULT``: label, classname, total, correct,
+accuracy per class) and ``confusion`` (with ``TEST.COMPUTE_CMAT``: counts, row = true label) are
+what ``metrics.json`` stores (``engine.runs.run_metrics``).
 """
 import os
 from collections import OrderedDict, defaultdict
@@ -79,6 +82,8 @@ class Classification(EvaluatorBase):
         self._y_pred = []
         if self.cfg.TEST.PER_CLASS_RESULT:
             self._per_class_res = defaultdict(list)
+        self.per_class = None  # set by evaluate() with TEST.PER_CLASS_RESULT
+        self.confusion = None  # set by evaluate() with TEST.COMPUTE_CMAT
 
     def process(self, mo, gt):
         """``mo``: logits [B, C]; ``gt``: labels [B]."""
@@ -113,27 +118,36 @@ class Classification(EvaluatorBase):
         if self._per_class_res is not None:
             labels = sorted(self._per_class_res)
             logger.info("=> per-class result")
-            accs = []
+            accs, per_class = [], []
             for label in labels:
                 res = self._per_class_res[label]
                 correct, total = sum(res), len(res)
                 class_acc = 100.0 * correct / total
                 accs.append(class_acc)
                 name = self._lab2cname.get(label, "") if self._lab2cname else ""
+                per_class.append({"label": int(label), "classname": name, "total": total, "correct": correct,
+                                  "accuracy": class_acc})
                 logger.info(
                     f"* class: {label} ({name})\ttotal: {total:,}\tcorrect: {correct:,}\tacc: {class_acc:.1f}%"
                 )
             mean_acc = float(np.mean(accs)) if accs else 0.0
             logger.info(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
+            self.per_class = per_class
         if self.cfg.TEST.COMPUTE_CMAT:
+            self.confusion = self.confusion_counts().astype(int).tolist()
             self._save_cmat()
         return results
 
-    def _save_cmat(self):
+    def confusion_counts(self):
+        """``[n, n]`` counts: row = true label, column = predicted label (n = largest label seen + 1)."""
         n = max(self._y_true + self._y_pred) + 1 if self._y_true else 0
         cmat = np.zeros((n, n), dtype=np.float64)
         np.add.at(cmat, (np.asarray(self._y_true, dtype=int), np.asarray(self._y_pred, dtype=int)), 1.0)
+        return cmat
+
+    def _save_cmat(self):
+        cmat = self.confusion_counts()
         rows = cmat.sum(axis=1, keepdims=True)
         cmat = np.divide(cmat, rows, out=np.zeros_like(cmat), where=rows > 0)
         path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")

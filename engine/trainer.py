@@ -113,10 +113,17 @@ class TrainerBase(CheckpointMixin, SafeStopMixin, UpdateStepMixin):
 
     def init_writer(self, log_dir):
         """Open the run's tracker (``engine.utils.tracking``): TensorBoard events in ``log_dir``, W&B
-        when ``TRAIN.WANDB_PROJECT`` is set; rank 0 only."""
+        when ``TRAIN.WANDB_PROJECT`` is set; rank 0 only. Events of an earlier session in ``log_dir``
+        are carried into this session's file up to the resumed step (one event stream per run)."""
         from engine.utils.tracking import open_tracker
 
-        self._writer = open_tracker(getattr(self, "cfg", None), log_dir)
+        self._writer = open_tracker(getattr(self, "cfg", None), log_dir,
+                                    keep_until=getattr(self, "_resumed_step", None))
+
+    def global_step(self):
+        """The step unit of every scalar of a run: optimisation steps (training batches) done so far,
+        counted across resumes; 0 before training and in an ``--eval-only`` run."""
+        return int(getattr(self, "_steps_done", 0))
 
     def close_writer(self):
         if self._writer is not None:
@@ -254,6 +261,9 @@ class SimpleTrainer(EvaluationMixin, TrainerBase):
             if not os.path.isdir(directory):
                 raise FileNotFoundError(f'Resume directory not found: "{directory}"')
         self.start_epoch = self.resume_model_if_exist(directory)
+        steps_per_epoch = len(self.train_loader_x) if self.train_loader_x is not None else 0
+        self._steps_done = self.start_epoch * steps_per_epoch + int(getattr(self, "_resume_batch", 0) or 0)
+        self._resumed_step = self._steps_done
         if self.cfg.TEST.FINAL_MODEL == "best_val" and self.start_epoch > 0:
             self._restore_best_result(directory)
         self.time_start = time.time()
@@ -315,7 +325,9 @@ class TrainerX(SimpleTrainer):
         bar = progress.progress(batches, f"epoch {self.epoch + 1}/{self.max_epoch}", log_without_tty=False)
         for self.batch_idx, batch in enumerate(bar, start=skip):
             data_time.update(time.time() - end)
+            lr_used = self.get_current_lr()  # the LR of this batch's optimizer step (update_lr may follow)
             loss_summary = average_summary(self.forward_backward(batch), self.local_batch_size(batch))
+            self._steps_done = self.global_step() + 1
             if self.batch_idx + 1 == self.num_batches and not self._lr_stepped_this_epoch():
                 self.update_lr()
             batch_time.update(time.time() - end)
@@ -333,14 +345,15 @@ class TrainerX(SimpleTrainer):
                     f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
                     f"data {data_time.val:.3f} ({data_time.avg:.3f})",
                     f"{losses}",
-                    f"lr {self.get_current_lr():.4e}",
+                    f"lr {lr_used:.4e}",
                     f"eta {eta}",
                 ]
                 logger.info(" ".join(info))
-                n_iter = self.epoch * self.num_batches + self.batch_idx  # scalars with the log line only
+                step = self.global_step()  # scalars with the log line only, x = steps done
                 for name, meter in losses.meters.items():
-                    self.write_scalar("train/" + name, meter.avg, n_iter)
-                self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+                    self.write_scalar("train/" + name, meter.avg, step)
+                self.write_scalar("train/lr", lr_used, step)
+                self.write_scalar("train/epoch", self.epoch + (self.batch_idx + 1) / self.num_batches, step)
             end = time.time()
             if self.batch_idx + 1 < self.num_batches:
                 self.stop_if_requested(self.epoch, self.batch_idx + 1)

@@ -3,7 +3,7 @@
 
 Usage (what the scripts call, from the repository root)::
 
-    python -m repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]
+    python -m repro.job METHOD base2new_train DATASET SEED [KEY VALUE ...]   (DATASET: CONFIG or NAME=CONFIG)
     python -m repro.job METHOD base2new_test  DATASET SEED [KEY VALUE ...]
     python -m repro.job METHOD xd_train [DATASET] SEED [KEY VALUE ...]   (DATASET default: imagenet)
     python -m repro.job METHOD xd_test  DATASET SEED [KEY VALUE ...]
@@ -43,6 +43,16 @@ SIGNATURES = {"base2new_train": ("DATASET", "SEED"), "base2new_test": ("DATASET"
 SEEDS = (1, 2, 3)  # CoOp's main.sh / eval.sh loop over these
 
 
+def usage(kind: str) -> str:
+    """The usage line of one job kind: the calling script's (``REPRO_SCRIPT``, set by scripts/_common.sh)
+    when run from a script, else ``python -m repro.job``'s."""
+    script = os.environ.get("REPRO_SCRIPT")
+    args = " ".join(SIGNATURES[kind])
+    if script:
+        return f"usage: bash {script} {args} [KEY VALUE ...]"
+    return f"usage: python -m repro.job METHOD {kind} {args} [KEY VALUE ...]"
+
+
 def _int(name: str, text: str) -> int:
     try:
         return int(text)
@@ -53,6 +63,8 @@ def _int(name: str, text: str) -> int:
 def parse_argv(argv):
     """``(method, kind, values, opts)``: ``values`` maps the kind's positional names (:data:`SIGNATURES`)
     to their strings; ``PlanError`` on bad input."""
+    if len(argv) == 2 and argv[1] in SIGNATURES:
+        raise PlanError(usage(argv[1]))
     if len(argv) < 3:
         raise PlanError(USAGE)
     method, kind, rest = argv[0], argv[1], list(argv[2:])
@@ -65,7 +77,7 @@ def parse_argv(argv):
         names.pop(0)
     for name in names:
         if not rest:
-            raise PlanError(f"{kind} needs a {name} (arguments: {' '.join(SIGNATURES[kind])}); {USAGE}")
+            raise PlanError(f"{kind} needs a {name}; {usage(kind)}")
         values[name] = rest.pop(0)
     for name in ("SEED", "SHOTS", "NCTX"):
         if name in values:

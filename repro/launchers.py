@@ -18,8 +18,9 @@ the launcher waits for them (a test whose training failed is ``blocked``, not st
 State: each submitted job's entry in ``sweep_state.json`` holds ``launcher``, ``scheduler_id`` (SLURM
 ``<array>_<index>``, or the local controller's pid), ``host``, ``submitted`` and ``log`` (submitit's
 stdout file); ``status`` becomes ``finished`` or ``failed`` when known. :func:`job_status` says
-``done`` (``log.txt`` holds a final result), ``queued``, ``running``, ``failed``, ``blocked`` or
-``pending`` (never submitted) from that state, the scheduler (``sacct``) and the run's outputs.
+``finished`` (``log.txt`` holds a final result), ``queued``, ``running``, ``failed``, ``blocked``,
+``differs`` (the folder holds a run with other settings) or ``pending`` (never submitted) from that
+state, the scheduler (``sacct``) and the run's outputs: the words ``--dry-run`` uses too.
 A re-run submits every job that is not done, queued or running.
 """
 from __future__ import annotations
@@ -47,7 +48,8 @@ RUN_LOCK = ".run.lock"  # what train.py holds in its output folder while it runs
 JOB_NAME = "harness-sweep"
 QUEUED_STATES = ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED")
 RUNNING_STATES = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
-STATUSES = ("done", "running", "queued", "failed", "blocked", "pending")
+#: one vocabulary for job states, shared by --status, --dry-run and the sweep's lines (repro.runner)
+STATUSES = ("finished", "running", "queued", "pending", "failed", "blocked", "differs")
 
 
 class LaunchError(ValueError):
@@ -66,7 +68,9 @@ def add_arguments(parser) -> None:
                    help="local (default: jobs run here, --gpus), slurm (job arrays through submitit) or "
                         "submitit-local (the same submission code, jobs run as local processes)")
     g.add_argument("--status", action="store_true",
-                   help="print each job's state (done, running, queued, failed, blocked, pending) and exit")
+                   help="print each job's state (finished, running, queued, pending, failed, blocked, differs) "
+                        "and exit; without plan options it reads the plan the last sweep saved "
+                        "(<output-root>/sweep_plan.json)")
     g.add_argument("--emit-commands", default=None, metavar="FILE",
                    help="write the plan as one shell command a line (for any scheduler) and exit")
     g.add_argument("--partition", default=None, help="SLURM partition (sbatch --partition)")
@@ -141,10 +145,20 @@ def run_job_spec(path: str, repo_root: str) -> int:
 
 
 def emit_commands(jobs, ctx: Context, path: str) -> int:
-    """Write one :func:`job_command` per job (plan order: dependencies first) to ``path``."""
+    """Write the plan to ``path`` as a shell script that keeps the dependencies: the jobs in waves
+    (:func:`waves`: a wave's jobs need only earlier waves), a ``# wave k`` comment before each, and
+    after every job that needs others a ``# needs: <job id> ...`` comment; one :func:`job_command`
+    a line. Run top to bottom it is correct; the lines of one wave may run in parallel."""
     from engine.utils.io import atomic_write_text
 
-    atomic_write_text(path, "".join(job_command(j, ctx) + "\n" for j in jobs))
+    lines = ["#!/usr/bin/env bash", "# tools/sweep.py --emit-commands: one train.py run a line. Waves in order; "
+             "the runs of one wave are independent (parallel is fine); a later wave needs earlier ones.",
+             "set -e"]
+    for k, wave in enumerate(waves(jobs), 1):
+        lines.append(f"# wave {k}: {len(wave)} job(s)")
+        for j in wave:
+            lines.append(job_command(j, ctx) + (f"  # needs: {' '.join(j.deps)}" if j.deps else f"  # {j.id}"))
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return len(jobs)
 
 
@@ -207,8 +221,12 @@ def job_status(job: Job, entry: dict, sched: dict) -> tuple:
     run = run_status(job.output_dir, job.log_kind)
     jid = entry.get("scheduler_id")
     where = f"{entry.get('launcher')} {jid}" if jid else ""
+    if run in ("finished", "partial"):
+        problem = settings_problem(job, run, SWEEP_HINT)
+        if problem:
+            return "differs", problem
     if run == "finished":
-        return "done", where
+        return "finished", where
     holder = Lock(os.path.join(job.output_dir, RUN_LOCK)).holder() if run == "partial" else None
     if holder is not None:  # a live train.py holds the folder, whoever started it
         rec = holder[1]
@@ -253,7 +271,7 @@ def print_status(jobs, state, emit=print) -> int:
         counts[status] = counts.get(status, 0) + 1
         emit(f"{i:4d} {status:8s} {job.id}" + (f"  [{note}]" if note else ""))
     emit(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
-    return 0 if counts.get("done", 0) == len(jobs) else 1
+    return 0 if counts.get("finished", 0) == len(jobs) else 1
 
 
 # ----------------------------------------------------------------------------- submission
@@ -353,6 +371,15 @@ def launch(jobs, ctx: Context, kind: str, opts: dict, state_path: str, emit=prin
         return _launch_locked(jobs, ctx, kind, opts, state, executor, spec_dir, emit, python)
     finally:
         lock.release()
+        _remove_template_folder(os.path.join(root, SUBMITIT_FOLDER, "%j"))
+
+
+def _remove_template_folder(path: str) -> None:
+    """submitit creates its folder template (``.submitit/%j``) literally; remove it when empty."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _launch_locked(jobs, ctx, kind, opts, state, executor, spec_dir, emit, python):
@@ -360,7 +387,7 @@ def _launch_locked(jobs, ctx, kind, opts, state, executor, spec_dir, emit, pytho
     slurm_ids = {j.id: state.get(j.id).get("scheduler_id") for j in jobs if current[j.id] in ("queued", "running")}
     todo, failed = set(), set()
     for j in jobs:
-        if current[j.id] in ("done", "queued", "running"):
+        if current[j.id] in ("finished", "queued", "running"):
             continue
         problem = settings_problem(j, run_status(j.output_dir, j.log_kind), SWEEP_HINT, ctx.repo_root) or j.problem
         if problem:
@@ -369,11 +396,11 @@ def _launch_locked(jobs, ctx, kind, opts, state, executor, spec_dir, emit, pytho
             emit(f"FAILED {j.id}: {problem}")
             continue
         todo.add(j.id)
-    skipped = {s: sum(1 for v in current.values() if v == s) for s in ("done", "queued", "running")}
-    emit(f"Sweep ({kind}): {len(jobs)} jobs, {skipped['done']} done, "
+    skipped = {s: sum(1 for v in current.values() if v == s) for s in ("finished", "queued", "running")}
+    emit(f"Sweep ({kind}): {len(jobs)} jobs, {skipped['finished']} finished, "
          f"{skipped['queued'] + skipped['running']} queued or running, {len(todo)} to submit.")
     parallel = opts.get("array_parallelism") or (None if kind == "slurm" else 1)
-    done, blocked = {j.id for j in jobs if current[j.id] == "done"}, set()
+    done, blocked = {j.id for j in jobs if current[j.id] == "finished"}, set()
     for wave in waves(jobs):
         batch = [j for j in wave if j.id in todo]
         if not batch:
@@ -429,7 +456,7 @@ def _launch_locked(jobs, ctx, kind, opts, state, executor, spec_dir, emit, pytho
     if kind == "slurm":
         emit("Submitted. Follow the jobs with the same command and --status.")
         return 0
-    emit(f"Sweep done: {len(done)} done, {len(failed)} failed, {len(blocked)} blocked.")
+    emit(f"Sweep done: {len(done)} finished, {len(failed)} failed, {len(blocked)} blocked.")
     return 0 if not failed and not blocked and len(done) + skipped["queued"] + skipped["running"] == len(jobs) else 1
 
 

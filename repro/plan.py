@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -167,6 +168,23 @@ def shots_of(opts) -> int:
         raise PlanError(f"DATASET.NUM_SHOTS in opts must be an integer, got {value!r}") from None
 
 
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def split_dataset(text: str) -> tuple:
+    """``(name, config stem)`` of a dataset argument: ``caltech101`` -> ``("caltech101", "caltech101")``;
+    ``NAME=STEM`` (e.g. ``flowers=image_folder``) runs ``configs/datasets/STEM.yaml`` and files the
+    runs under ``NAME`` (the output folder name and the dataset name in the tables)."""
+    name, sep, stem = str(text).partition("=")
+    if not sep:
+        stem = name
+    for part, what in ((name, "name"), (stem, "config name")):
+        if not _NAME_OK.match(part):
+            raise PlanError(f"dataset {what} {part!r} in {text!r} must be letters, digits, '_', '-' or '.' "
+                            f"(NAME=CONFIG, e.g. flowers=image_folder)")
+    return name, stem
+
+
 def _rel(path: str, root: str) -> str:
     """``path`` relative to ``root`` when inside it (keeps logged commands short), else as is."""
     try:
@@ -181,8 +199,9 @@ class Context:
     """Where things live: ``repo_root`` (working directory of train.py), ``config_root`` (holds
     ``configs/trainers`` and ``configs/datasets``; default ``repo_root``), ``output_root``,
     ``data_root``, user ``opts``, the xd ``source``, an optional config-name override,
-    ``upstream_numerics`` (every job also passes ``TRAINER.<NODE>.UPSTREAM_NUMERICS True``) and
-    ``weights`` (the released-weights folder of the ``released`` protocol)."""
+    ``upstream_numerics`` (every job also passes ``TRAINER.<NODE>.UPSTREAM_NUMERICS True``),
+    ``weights`` (the released-weights folder of the ``released`` protocol) and ``opts_for`` (per
+    method key, opts given to that method's jobs only, after ``opts``: e.g. CoOp at 200 epochs)."""
 
     repo_root: str
     output_root: str
@@ -193,6 +212,7 @@ class Context:
     config_root: str | None = None
     upstream_numerics: bool = False
     weights: str | None = None
+    opts_for: dict = field(default_factory=dict)  # method key -> KEY VALUE opts of that method only (after opts)
 
 
 def cfg_node(spec: MethodSpec) -> str:
@@ -263,7 +283,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
              shots: int | None = None, params: dict | None = None) -> Job:
     """Build the job for one script call (``scripts/<method>/<kind>.sh DATASET SEED [opts]``).
 
-    For ``xd_train`` the dataset is the source; for ``xd_test`` the model comes from the source's
+    ``dataset`` is a config stem or ``NAME=STEM`` (:func:`split_dataset`). For ``xd_train`` the dataset is the source; for ``xd_test`` the model comes from the source's
     xd training folder (``ctx.source``). Zero-shot methods run every kind as ``--eval-only``.
     ``shots``: K of a ``fewshot`` / ``coop_main`` job (default: ``DATASET.NUM_SHOTS`` of the opts, else 16).
     ``params``: ``coop_main`` / ``coop_eval`` settings ``ctp``, ``nctx``, ``csc`` (CoOp's defaults).
@@ -272,15 +292,17 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
     spec = get_method(method)
     if kind not in KINDS:
         raise PlanError(f"unknown job kind {kind!r}; expected one of {KINDS}")
-    opts = split_opts(ctx.opts)
+    dataset, stem = split_dataset(dataset)
+    source = split_dataset(ctx.source)[0]
+    opts = split_opts(list(ctx.opts) + list(ctx.opts_for.get(spec.key, [])))
     params = dict(COOP_DEFAULTS, **(params or {})) if kind.startswith("coop") else None
     k = shots_of(opts) if shots is None else int(shots)
     if kind == "fewshot" and spec.zero_shot:
         k = 0  # nothing is trained: one evaluation on all classes stands for every K
-    cfg = ctx.cfg_override or default_cfg(spec, kind, dataset, k)
+    cfg = ctx.cfg_override or default_cfg(spec, kind, stem, k)
     croot = ctx.config_root or ctx.repo_root
     cfg_file = os.path.join(resolve_config_dir(croot, spec.config_dir), cfg + ".yaml")
-    ds_file = os.path.join(croot, "configs", "datasets", dataset + ".yaml")
+    ds_file = os.path.join(croot, "configs", "datasets", stem + ".yaml")
     out = run_dir(ctx, kind, spec, dataset, seed, cfg, k, params)
     problem = None
     for path, what in ((cfg_file, "method config"), (ds_file, "dataset config")):
@@ -294,9 +316,9 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         if kind == "base2new_test":
             model_dir = run_dir(ctx, "base2new_train", spec, dataset, seed, cfg)  # trained with the same cfg
         elif kind == "xd_test":
-            model_dir = run_dir(ctx, "xd_train", spec, ctx.source, seed, cfg)
+            model_dir = run_dir(ctx, "xd_train", spec, source, seed, cfg)
         else:
-            model_dir = run_dir(ctx, "coop_main", spec, ctx.source, seed, cfg, k, params)
+            model_dir = run_dir(ctx, "coop_main", spec, source, seed, cfg, k, params)
         deps = (job_id(ctx, model_dir),)
         load_epoch, problem = _load_epoch(cfg_file, opts, problem)
         args += ["--model-dir", model_dir]
@@ -306,7 +328,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
                             "prompt-learning method")
         from repro.released import weights_for
 
-        weights_dir = weights_for(ctx.weights, dataset, seed)
+        weights_dir = weights_for(ctx.weights, stem, seed)
         extra["weights_dir"] = weights_dir
         load_epoch, problem = _load_epoch(cfg_file, opts, problem)
         args += ["--model-dir", weights_dir]
@@ -334,7 +356,7 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         protocol = {"fewshot": "fewshot", "coop_main": "fewshot", "released_base": "released",
                     "released_new": "released", "zeroshot": "zeroshot"}.get(kind)
         if protocol is None:
-            protocol = "base2new" if kind.startswith("base2new") else ("dg" if dataset in DG_TARGETS else "xd")
+            protocol = "base2new" if kind.startswith("base2new") else ("dg" if stem in DG_TARGETS else "xd")
     return Job(id=job_id(ctx, out), protocol=protocol, kind=kind, method=spec.key, trainer=spec.trainer,
                cfg=cfg, dataset=dataset, seed=seed, output_dir=out, args=args,
                log_kind="train" if trains else "eval", model_dir=model_dir, load_epoch=load_epoch,
@@ -393,7 +415,7 @@ def build_plan(ctx: Context, protocols, methods, datasets, seeds, dg_targets=Non
         b2n, xd_targets = list(BASE2NEW_DATASETS), list(XD_TARGETS)
     else:
         b2n = list(dict.fromkeys(datasets))
-        xd_targets = [d for d in b2n if d != ctx.source]
+        xd_targets = [d for d in b2n if split_dataset(d)[0] != split_dataset(ctx.source)[0]]
     dg = list(dg_targets) if dg_targets else list(DG_TARGETS)
     k_values = sorted(set(int(k) for k in (shots or FEWSHOT_SHOTS)))
     if any(k < 1 for k in k_values):

@@ -257,6 +257,31 @@ def run_single(job: Job, *, repo_root: str, python: str | None = None, train_py:
     return rc
 
 
+class Progress:
+    """``[k/N]`` counters and the ETA of a sweep's progress lines: N = jobs to run, k = jobs started;
+    ETA = mean seconds of the jobs ended so far x jobs not ended / parallel slots."""
+
+    def __init__(self, total: int, slots: int = 1):
+        self.total, self.slots = total, max(1, slots)
+        self.n_started, self.n_ended, self.seconds = 0, 0, 0.0
+
+    def started(self) -> str:
+        self.n_started += 1
+        return f"[{self.n_started}/{self.total}]"
+
+    def ended(self, seconds: float) -> str:
+        self.n_ended += 1
+        self.seconds += seconds
+        return f"[{self.n_ended}/{self.total}]"
+
+    def eta(self) -> str:
+        left = self.total - self.n_ended
+        if not self.n_ended or left <= 0:
+            return ""
+        secs = self.seconds / self.n_ended * left / min(self.slots, left)
+        return f", ETA {_dt.timedelta(seconds=int(secs))} for {left} more"
+
+
 class _Running:
     def __init__(self, job, proc, fh, slot, started):
         self.job, self.proc, self.fh, self.slot, self.started = job, proc, fh, slot, started
@@ -305,6 +330,7 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
     slots = [str(g) for g in gpus] if gpus else [None]
     running: dict = {}
     succeeded = 0
+    progress = Progress(len(queue), len(slots))
 
     def dep_state(job):
         """'ok' when every dependency is finished, 'bad' when one failed/blocked, else 'wait'."""
@@ -345,7 +371,7 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
         attempts = state.get(job.id).get("attempts", 0) + 1
         state.update(job.id, status="running", kind=job.kind, started=_now(), ended=None, rc=None,
                      error=None, gpu=slot, attempts=attempts, stderr=err_path, output_dir=job.output_dir)
-        emit(f"START {job.id}" + (f" on GPU {slot}" if slot is not None else ""))
+        emit(f"{progress.started()} START {job.id}" + (f" on GPU {slot}" if slot is not None else ""))
         running[slot] = _Running(job, proc, fh, slot, time.time())
 
     def finish(r: _Running, rc: int):
@@ -355,10 +381,11 @@ def _run_locked(jobs, state, *, repo_root, gpus, python, train_py, emit, poll_s)
         if rc == 0 and run_status(job.output_dir, job.log_kind) == "finished":
             done.add(job.id)
             state.update(job.id, status="finished", rc=0, ended=_now(), seconds=secs, error=None)
-            emit(f"DONE  {job.id} ({secs:.0f}s)")
+            emit(f"{progress.ended(secs)} DONE  {job.id} ({secs:.0f}s){progress.eta()}")
             return True
         error = f"exit code {rc}" if rc != 0 else "exit code 0 but no final result in log.txt"
         last = _tail(os.path.join(job.output_dir, "stderr.txt"))
+        progress.ended(secs)
         fail(job, error + (f"; stderr: {last}" if last else ""), rc=rc, seconds=secs)
         return False
 

@@ -12,5 +12,6 @@ cd "$REPO_ROOT"
 
 # repro_job METHOD KIND ARGS... : skip if finished, resume if half-finished, else run train.py
 repro_job() {
+    export REPRO_SCRIPT="scripts/$(basename "$(dirname "${BASH_SOURCE[1]}")")/$(basename "${BASH_SOURCE[1]}")"
     exec "${PYTHON:-$(command -v python || command -v python3)}" -m repro.job "$@"
 }

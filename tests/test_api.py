@@ -144,4 +144,4 @@ def test_docs_api_example_runs(run_dir, repo_root, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, "docs/API.md", "exec"), namespace)
     assert namespace["probs"].shape == (3, 3)
-    assert "PromptModel(CoOp, backbone ViT-Tiny/16, 3 classes, cpu)" in capsys.readouterr().out
+    assert "PromptModel(CoOp, backbone ViT-Tiny/16 (random weights), 3 classes, cpu)" in capsys.readouterr().out

@@ -73,7 +73,7 @@ def test_submitit_local_failure_resubmit_status_and_commands(tmp_path, croot):
     r = _sweep(tmp_path, croot, "--launcher", "submitit-local", "--gpus-per-job", "0", "--array-parallelism", "2",
                env=stub_env(str(tmp_path), STUB_FAIL=bad))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "Sweep done: 2 done, 1 failed, 1 blocked." in r.stdout
+    assert "Sweep done: 2 finished, 1 failed, 1 blocked." in r.stdout
     train1, test1, train2, test2 = _ids()
     calls = read_calls(str(tmp_path))  # the two trainings (one wave, in parallel), then test 1
     assert sorted(calls[:2]) == sorted(str(tmp_path / "out" / j) for j in (train1, train2))
@@ -87,17 +87,17 @@ def test_submitit_local_failure_resubmit_status_and_commands(tmp_path, croot):
     r = _sweep(tmp_path, croot, "--status", env=stub_env(str(tmp_path)))
     st = _status(r.stdout)
     assert r.returncode == 1 and {k: v[0] for k, v in st.items()} == \
-        {train1: "done", test1: "done", train2: "failed", test2: "blocked"}
+        {train1: "finished", test1: "finished", train2: "failed", test2: "blocked"}
     assert "stub failure" in st[train2][1]
-    assert r.stdout.strip().endswith("4 jobs: 2 done, 1 failed, 1 blocked")
+    assert r.stdout.strip().endswith("4 jobs: 2 finished, 1 failed, 1 blocked")
 
     calls_before = len(read_calls(str(tmp_path)))
     r = _sweep(tmp_path, croot, "--launcher", "submitit-local", "--gpus-per-job", "0", env=stub_env(str(tmp_path)))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 jobs, 2 done, 0 queued or running, 2 to submit." in r.stdout
+    assert "4 jobs, 2 finished, 0 queued or running, 2 to submit." in r.stdout
     assert read_calls(str(tmp_path))[calls_before:] == [str(tmp_path / "out" / train2), str(tmp_path / "out" / test2)]
     r = _sweep(tmp_path, croot, "--status", env=stub_env(str(tmp_path)))
-    assert r.returncode == 0 and {v[0] for v in _status(r.stdout).values()} == {"done"}
+    assert r.returncode == 0 and {v[0] for v in _status(r.stdout).values()} == {"finished"}
     r = _sweep(tmp_path, croot, "--launcher", "submitit-local", env=stub_env(str(tmp_path)))
     assert r.returncode == 0 and "0 to submit" in r.stdout  # nothing left: nothing submitted
 
@@ -107,11 +107,17 @@ def test_submitit_local_failure_resubmit_status_and_commands(tmp_path, croot):
     ctx = Context(repo_root=REPO, output_root=str(tmp_path / "out"), data_root=str(tmp_path / "data"),
                   config_root=croot)
     jobs = build_plan(ctx, ["base2new"], ["CoMMA"], ["caltech101"], [1, 2])
-    lines = (tmp_path / "cmds.sh").read_text().splitlines()
-    assert lines == [f"cd {shlex.quote(REPO)} && " + j.command_line(sys.executable, env["SWEEP_TRAIN_PY"])
-                     for j in jobs]
+    text = (tmp_path / "cmds.sh").read_text()
+    assert "# wave 1: 2 job(s)" in text and "# wave 2: 2 job(s)" in text  # dependencies kept as waves
+    lines = [ln for ln in text.splitlines() if ln.startswith("cd ")]
+    by_id = {j.id: j for j in jobs}
+    order = (train1, train2, test1, test2)
+    assert [ln.split("  # ")[0] for ln in lines] == \
+        [f"cd {shlex.quote(REPO)} && " + by_id[j].command_line(sys.executable, env["SWEEP_TRAIN_PY"]) for j in order]
+    assert lines[2].endswith(f"  # needs: {train1}") and lines[3].endswith(f"  # needs: {train2}")
     outs = [shlex.split(ln)[shlex.split(ln).index("--output-dir") + 1] for ln in lines]
-    assert outs == [str(tmp_path / "out" / j) for j in (train1, test1, train2, test2)]
+    assert outs == [str(tmp_path / "out" / j) for j in order]
+    assert not os.path.exists(tmp_path / "out" / ".submitit" / "%j")  # no stray template folder
 
 
 FAKE_SBATCH = """#!/bin/bash
@@ -176,22 +182,22 @@ def test_slurm_arrays_dependencies_state_and_status(tmp_path, croot):
     (slurm / "sacct_out").write_text("1001_0|COMPLETED\n1001_1|RUNNING\n1002_[0-1%2]|PENDING\n")
     r = _sweep(tmp_path, croot, "--status", env=env)
     st = _status(r.stdout)
-    assert {k: v[0] for k, v in st.items()} == {train1: "done", train2: "running", test1: "queued", test2: "queued"}
+    assert {k: v[0] for k, v in st.items()} == {train1: "finished", train2: "running", test1: "queued", test2: "queued"}
     assert st[train2][1] == "slurm 1001_1" and "1001_1" in (slurm / "sacct_args").read_text()
-    assert r.stdout.strip().endswith("4 jobs: 1 done, 1 running, 2 queued")
+    assert r.stdout.strip().endswith("4 jobs: 1 finished, 1 running, 2 queued")
     # a re-run now submits nothing: queued and running jobs are not submitted twice
     r = _sweep(tmp_path, croot, *opts, env=env)
-    assert r.returncode == 0 and "1 done, 3 queued or running, 0 to submit" in r.stdout
+    assert r.returncode == 0 and "1 finished, 3 queued or running, 0 to submit" in r.stdout
     assert not (slurm / "sbatch_1003.sh").exists()
 
     # training 2 fails, its test is cancelled; test 1 finishes
     _finish(tmp_path, croot, test1, env)
     (slurm / "sacct_out").write_text("1001_1|FAILED\n1002_0|COMPLETED\n1002_1|CANCELLED by 0\n")
     st = _status(_sweep(tmp_path, croot, "--status", env=env).stdout)
-    assert {k: v[0] for k, v in st.items()} == {train1: "done", test1: "done", train2: "failed", test2: "failed"}
+    assert {k: v[0] for k, v in st.items()} == {train1: "finished", test1: "finished", train2: "failed", test2: "failed"}
     assert st[train2][1] == "slurm 1001_1 FAILED" and st[test2][1] == "slurm 1002_1 CANCELLED"
     r = _sweep(tmp_path, croot, *opts, env=env)  # resubmits the failed two, the test after its training
-    assert r.returncode == 0 and "2 done, 0 queued or running, 2 to submit" in r.stdout
+    assert r.returncode == 0 and "2 finished, 0 queued or running, 2 to submit" in r.stdout
     assert "--dependency" not in (slurm / "sbatch_1003.sh").read_text()
     assert "#SBATCH --dependency=afterany:1003\n" in (slurm / "sbatch_1004.sh").read_text()
     state = json.loads((tmp_path / "out" / "sweep_state.json").read_text())["jobs"]
@@ -216,9 +222,9 @@ def test_real_tiny_plan_runs_to_the_paper_table(tmp_path):
     launch = ["--launcher", "submitit-local", "--gpus-per-job", "0", "--array-parallelism", "2"]
     r = subprocess.run(plan + launch + TINY, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Sweep done: 4 done, 0 failed, 0 blocked." in r.stdout
+    assert "Sweep done: 4 finished, 0 failed, 0 blocked." in r.stdout
     r = subprocess.run(plan + ["--status"] + TINY, capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and r.stdout.strip().endswith("4 jobs: 4 done")
+    assert r.returncode == 0 and r.stdout.strip().endswith("4 jobs: 4 finished")
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "collect_results.py"), str(out),
                         "--format", "json", "--plot", str(tmp_path / "plots")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

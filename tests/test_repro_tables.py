@@ -194,7 +194,10 @@ def test_compare_adds_published_numbers_and_difference(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == ["CoMMA", "83.00", "75.00", f"{hm:.2f}", "82.42", "+0.58", "75.87", "-0.87", "79.04",
                      f"{hm - 79.04:+.2f}"]
-    assert "KgCoOp (published only)" in avg_table and "80.73" in avg_table
+    assert "published only" not in avg_table  # rows of methods without runs: only on request
+    asked = subprocess.run([sys.executable, COLLECT, root, "--compare", PAPER, "--published-only"],
+                           capture_output=True, text=True, check=True).stdout.split("### ImageNet")[0]
+    assert "KgCoOp (published only)" in asked and "80.73" in asked
     csv_out = subprocess.run([sys.executable, COLLECT, root, "--compare", PAPER, "--format", "csv"],
                              capture_output=True, text=True, check=True).stdout
     rows = list(csv.DictReader(io.StringIO(csv_out)))
@@ -219,7 +222,7 @@ def test_plots_written_and_non_empty(tree, tmp_path):
     plots = tmp_path / "plots"
     subprocess.run([sys.executable, COLLECT, tree, "--plot", str(plots)], capture_output=True, text=True, check=True)
     names = sorted(os.listdir(plots))
-    assert names == ["base_vs_novel_CoMMA.png", "base_vs_novel_MaPLe.png", "hm_per_dataset.png"]
+    assert names == ["base_vs_novel_CoMMA.png", "base_vs_novel_MaPLe.png", "base_vs_novel_all.png", "hm_per_dataset.png"]
     for n in names:
         data = (plots / n).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -40,7 +40,7 @@ def test_run_writes_dassl_tags_at_log_lines_with_logged_values(tmp_path):
     assert rc == 0
     ev = _events(out / "tensorboard")
     # 2 classes x 4 shots = 8 images, batch 2 -> 4 batches per epoch, a log line every 2 batches
-    steps = [1, 3, 5, 7]
+    steps = [2, 4, 6, 8]  # training steps done (one step unit per run)
     for tag in ("train/loss", "train/loss_kd", "train/lr"):
         assert [s for s, _ in ev[tag]] == steps, tag
     log = (out / "log.txt").read_text()
@@ -52,7 +52,7 @@ def test_run_writes_dassl_tags_at_log_lines_with_logged_values(tmp_path):
         assert kd == pytest.approx(float(logged["loss_kd"]), abs=5e-5)
         assert lr == pytest.approx(float(re.search(r"lr ([\d.e+-]+)", line).group(1)), rel=1e-4)
     final = float(re.findall(r"^\* accuracy: ([\d.]+)%$", log, flags=re.M)[-1])
-    assert [s for s, _ in ev["test/accuracy"]] == [1]  # the last epoch (0-based), as Dassl writes it
+    assert [s for s, _ in ev["test/accuracy"]] == [8]  # the steps done when it was tested
     assert ev["test/accuracy"][0][1] == pytest.approx(final, abs=0.05)
     assert {"test/error_rate", "test/macro_f1"} <= set(ev)
     assert not (out / "wandb").exists()  # W&B is opt-in

@@ -11,7 +11,10 @@ std over seeds, plus the Average row = HM of the averaged base and novel), cross
 targets + average), domain generalisation (source + 4 targets + average) and few-shot (accuracy vs
 shots per dataset and averaged). Missing runs show as "—" with a count.
 Rows say what their numbers are: random backbone weights, and epochs/shots when they differ within a
-table; with --compare, an average over fewer datasets than the paper's is labelled and gets no Δ.
+table; with --compare, an average over fewer datasets than the paper's is labelled and gets no Δ, and
+every difference from the published protocol (backbone, weights, shots, epochs, seeds, datasets,
+precision) is named in the row labels, the captions, the JSON and the figures; --published-only adds
+rows of published methods without runs. --per-class adds per-class accuracy tables.
 Statistics and layouts: repro/report/tables.py, repro/report/collect.py, docs/REPRODUCE.md.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from engine.utils.io import atomic_write_text  # noqa: E402
+from repro.report import per_class  # noqa: E402
 from repro.report.collect import scan  # noqa: E402
 from repro.report.tables import RENDERERS, build_tables  # noqa: E402
 
@@ -55,6 +59,10 @@ def main(argv=None) -> int:
                    help="md (Markdown tables, default), csv (one row per number) or json")
     p.add_argument("--compare", default=None, metavar="JSON",
                    help="published numbers to print beside ours, with the difference (docs/paper_numbers.json)")
+    p.add_argument("--published-only", action="store_true",
+                   help="with --compare: also list published methods that have no runs here")
+    p.add_argument("--per-class", action="store_true",
+                   help="also print per-class accuracy (runs trained or tested with TEST.PER_CLASS_RESULT True)")
     p.add_argument("--plot", default=None, metavar="DIR",
                    help="also write PNG figures into this folder (tables, and per dataset and method the "
                         "training loss and accuracy against epochs, seeds overlaid)")
@@ -71,7 +79,14 @@ def main(argv=None) -> int:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
     tables = build_tables(runs, seeds=args.seeds, datasets=args.datasets)
-    text = RENDERERS[args.format](tables, paper)
+    text = RENDERERS[args.format](tables, paper, published_only=args.published_only)
+    if args.per_class:
+        classes = per_class.build(runs, seeds=args.seeds)
+        if args.format == "json":  # one JSON object: the tables plus "per_class"
+            text = json.dumps(dict(json.loads(text), **json.loads(per_class.render_json(classes))), indent=2,
+                              ensure_ascii=False) + "\n"
+        else:
+            text += per_class.RENDERERS[args.format](classes)
     sys.stdout.write(text)
     if unfinished:
         print(f"\n{len(unfinished)} run folder(s) without a final result (unfinished or failed), not counted.",
@@ -81,7 +96,7 @@ def main(argv=None) -> int:
     if args.plot:
         from repro.report.curves import write_curves
         from repro.report.plots import write_plots
-        for path in write_plots(tables, args.plot) + write_curves(args.root, args.plot):
+        for path in write_plots(tables, args.plot, paper) + write_curves(args.root, args.plot):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

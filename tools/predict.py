@@ -1,13 +1,14 @@
 """Classify images with a trained run folder: the top-k class names and probabilities per image.
 
-    python tools/predict.py --model-dir DIR --classnames FILE IMAGE [IMAGE ...] [--top-k 5]
+    python tools/predict.py --model-dir DIR --classnames FILE IMAGE|FOLDER|'GLOB' ... [--top-k 5]
         [--load-epoch N] [--trainer NAME] [--config-file YAML] [--device auto|cpu|cuda] [--json OUT]
         [KEY VALUE ...]
 
 ``DIR`` is a ``train.py`` output folder (its ``run_record.json`` holds the trainer and config the run
 was trained with) or an official repo's output folder (then pass ``--trainer``, ``--config-file`` and
 the ``KEY VALUE`` opts of the run). Without ``--model-dir`` the method is used as built (zero-shot
-CLIP: ``--trainer ZeroshotCLIP``). ``FILE`` holds one class name a line, in label order. Images go
+CLIP: ``--trainer ZeroshotCLIP``). ``FILE`` holds one class name a line, in label order. Images are
+files, folders (their images, recursively, sorted) or glob patterns. Images go
 through the run's test transform (``engine.api``). Prints one line per image::
 
     cat.jpg: cat 0.9123, dog 0.0512, bird 0.0101
@@ -28,9 +29,19 @@ if REPO_ROOT not in sys.path:
 EXIT_USAGE = 2
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description="Top-k class predictions of a trained prompt-learning run")
-    p.add_argument("images", nargs="+", help="image files")
+    p = argparse.ArgumentParser(
+        description="Top-k class predictions of a trained prompt-learning run",
+        usage="%(prog)s [-h] (--model-dir DIR | --trainer NAME) --classnames FILE [options] IMAGE [IMAGE ...] "
+              "[KEY VALUE ...]",
+        epilog="IMAGE: image files, folders (every image in them, recursively, sorted) or glob patterns "
+               "(quoted, e.g. 'photos/*.jpg'). Trailing KEY VALUE pairs override the config as in train.py "
+               "(e.g. MODEL.BACKBONE.PATH weights.pt INPUT.SIZE \"(224, 224)\"); they start at the first "
+               "upper-case dotted key, or after --.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--model-dir", default="", help="train.py output folder (or an official one)")
     p.add_argument("--classnames", required=True, help="text file with one class name a line, in label order")
     p.add_argument("--top-k", type=int, default=5, help="class names printed per image (default 5)")
@@ -51,6 +62,31 @@ def read_classnames(path):
     if not names:
         raise ValueError(f"--classnames {path}: no class names")
     return names
+
+
+def expand_images(items):
+    """Image paths of ``items``: a file as is, a folder's images (recursively, sorted), a glob
+    pattern's matches (sorted); an item matching nothing is a one-line ``FileNotFoundError``."""
+    import glob
+
+    out = []
+    for item in items:
+        if os.path.isfile(item):
+            out.append(item)
+        elif os.path.isdir(item):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(item) for f in files
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder {item}")
+            out.extend(found)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(f"no file matches {item}")
+            out.extend(found)
+        else:
+            raise FileNotFoundError(f"image not found: {item} (expected an image file, a folder or a glob pattern)")
+    return out
 
 
 def open_images(paths):
@@ -78,7 +114,8 @@ def predict(args, opts):
     if len(opts) % 2:
         raise ValueError(f"config opts must be KEY VALUE pairs, got an odd list: {opts}")
     classnames = read_classnames(args.classnames)
-    images = open_images(args.images)
+    paths = expand_images(args.images)
+    images = open_images(paths)
     device = None if args.device == "auto" else args.device
     kwargs = dict(zip(opts[0::2], opts[1::2]))
     config = args.config_file or None
@@ -89,7 +126,7 @@ def predict(args, opts):
         model = build_model(args.trainer, classnames, config=config, device=device, **kwargs)
     else:
         raise ValueError("pass --model-dir (a trained run) or --trainer (a method as built, e.g. ZeroshotCLIP)")
-    return list(zip(args.images, model.topk(images, k=args.top_k)))
+    return list(zip(paths, model.topk(images, k=args.top_k)))
 
 
 def main(argv=None):

@@ -5,6 +5,8 @@
         [--gpus 0,1] [--dry-run] [--output-root output] [--data DATA] [--upstream-numerics] [--] [KEY VALUE ...]
     python tools/sweep.py --protocol fewshot --methods CoOp --datasets all --shots 1 2 4 8 16
     python tools/sweep.py --protocol released --methods MaPLe --weights DIR
+    python tools/sweep.py --protocol base2new --methods CoOp CoMMA --opts-for CoOp OPTIM.MAX_EPOCH 200 \
+        --opts-for CoMMA OPTIM.MAX_EPOCH 20 -- DATASET.NUM_SHOTS 8
 
 Plans every job (order: protocol -> method -> seed -> dataset; see repro/plan.py), skips
 finished ones (their log.txt has a final result and their run_record.json the requested settings),
@@ -13,13 +15,17 @@ runs the rest one per listed GPU (or one at a time), records failures in
 folder run with other settings fails with one line (``engine.runs.record``). Exit code 0 only when
 every job is finished. Re-run the same command to continue after an interruption or a failure.
 ``--dry-run`` prints one line per job: ``<status> <job id> [note]`` with status finished / pending /
-blocked / differs, each followed by the job's full ``train.py`` command line (shell-quoted, run in the
-repository root). After a fewshot or released sweep the tables of that protocol are printed (and the
-few-shot plot written). ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
+blocked / differs (the words ``--status`` uses too, plus running / queued), each followed by the job's
+full ``train.py`` command line (shell-quoted, run in the repository root). Progress lines say
+``[k/N]`` and, once a job has ended, an ETA. At the end the tables of the sweep's protocols are
+printed (and the few-shot plot written). ``--opts-for METHOD KEY VALUE ...`` (repeatable) gives one
+method's jobs extra opts after the global ones. Every sweep saves its arguments in
+``<output-root>/sweep_plan.json``; ``--status`` without plan options reports that plan. ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -27,7 +33,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from repro.methods import METHOD_ORDER, METHODS, XD_SOURCE  # noqa: E402
+from engine.utils.io import atomic_write_json  # noqa: E402
+from repro.methods import METHOD_ORDER, METHODS, XD_SOURCE, get_method  # noqa: E402
 from repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
 from repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
                                  default_train_py, plan_status, run_sweep)
@@ -49,13 +56,19 @@ EPILOG = """examples:
   python tools/sweep.py --protocol released --methods MaPLe --weights weights/maple
   python tools/sweep.py --protocol all --methods CoMMA --datasets all --launcher slurm --partition gpu --time 4:00:00
   python tools/sweep.py --protocol all --methods CoMMA --datasets all --status
+  python tools/sweep.py --status --output-root output      (the plan of the last sweep there)
+  python tools/sweep.py --protocol base2new --methods CoOp CoMMA --datasets shapes \
+      --opts-for CoOp OPTIM.MAX_EPOCH 200 --opts-for CoMMA OPTIM.MAX_EPOCH 20 -- DATASET.NUM_SHOTS 8
 
 Finished runs are skipped when their run_record.json holds the requested settings; half-finished
 runs resume; a folder run with other settings fails with one line naming the differing keys (use
 another --output-root to keep both). Failures go to <output-root>/sweep_state.json and the sweep
 continues; jobs that need a failed one are blocked. Re-run the same command to continue. Exit status
 0 only when every job is finished. --dry-run prints one line per job: number, status (finished,
-pending, blocked, differs), job id, note; then the job's train.py command line, indented. --protocol
+pending, blocked, differs: the words of --status), job id, note; then the job's train.py command
+line, indented. --opts-for METHOD KEY VALUE [KEY VALUE ...] (repeatable): opts for one method's jobs
+(put global opts after -- when an --opts-for group comes last). Datasets may be NAME=CONFIG (the
+runs are filed under NAME, e.g. flowers=image_folder). --protocol
 all means base2new xd dg; fewshot and released are asked for by name."""
 
 
@@ -113,10 +126,18 @@ def print_dry_run(jobs, state, python: str, train_py: str) -> None:
 
 
 def print_tables(protocols, output_root: str, plot_dir: str | None) -> None:
-    """After a fewshot / released sweep: that protocol's tables (Markdown) and the few-shot plot."""
+    """At the end of a sweep: the tables of its protocols (Markdown; base2new/xd/dg as
+    ``tools/collect_results.py`` prints them, then fewshot and released) and the few-shot plot."""
     from repro.report.collect import scan
     from repro.report.tables import build_tables, render_markdown
 
+    paper_protocols = [p for p in protocols if p in ("base2new", "xd", "dg")]
+    if paper_protocols and os.path.isdir(output_root):
+        runs, _ = scan(output_root)
+        tables = {k: v for k, v in build_tables([r for r in runs if r.protocol in paper_protocols]).items()
+                  if k in paper_protocols}
+        if tables:
+            print("\n" + render_markdown(tables))
     if "fewshot" in protocols and os.path.isdir(os.path.join(output_root, "fewshot")):
         runs, _ = scan(output_root)
         tables = build_tables([r for r in runs if r.protocol == "fewshot"])
@@ -132,9 +153,76 @@ def print_tables(protocols, output_root: str, plot_dir: str | None) -> None:
         print(render_markdown(build_tables(runs)))
 
 
+PLAN_FILE = "sweep_plan.json"
+#: flags that choose the plan; --status without any of them reads the saved plan
+PLAN_FLAGS = ("--protocol", "--methods", "--datasets", "--dg-targets", "--source", "--seeds", "--shots", "--weights",
+              "--upstream-numerics", "--cfg", "--opts-for", "--data", "--config-root")
+
+
+def extract_opts_for(argv) -> tuple:
+    """``(argv without the --opts-for groups, {method key: [KEY, VALUE, ...]})``. A group is
+    ``--opts-for METHOD KEY VALUE [KEY VALUE ...]``: the pairs run to the next ``--`` flag (global
+    opts after an ``--opts-for`` group go after ``--``)."""
+    rest, per = [], {}
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        if argv[i] != "--opts-for":
+            rest.append(argv[i])
+            i += 1
+            continue
+        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            raise PlanError("--opts-for needs a method and KEY VALUE pairs, e.g. --opts-for CoOp OPTIM.MAX_EPOCH 200")
+        method = argv[i + 1]
+        try:
+            key = get_method(method).key
+        except KeyError as e:
+            raise PlanError(f"--opts-for: {e.args[0] if e.args else method}") from None
+        j = i + 2
+        pairs = []
+        while j < len(argv) and not argv[j].startswith("--"):
+            pairs.append(argv[j])
+            j += 1
+        if not pairs:
+            raise PlanError(f"--opts-for {method} needs KEY VALUE pairs, e.g. OPTIM.MAX_EPOCH 200")
+        per.setdefault(key, []).extend(split_opts(pairs))
+        i = j
+    return rest, per
+
+
+def _saved_plan_argv(output_root: str):
+    """The argument list of the last sweep on ``output_root`` (``sweep_plan.json``), or None."""
+    try:
+        with open(os.path.join(output_root, PLAN_FILE), "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    argv = data.get("argv") if isinstance(data, dict) else None
+    return [str(a) for a in argv] if isinstance(argv, list) else None
+
+
+def _save_plan_argv(output_root: str, argv) -> None:
+    os.makedirs(output_root, exist_ok=True)
+    skip = {"--status", "--dry-run"}
+    atomic_write_json(os.path.join(output_root, PLAN_FILE), {"argv": [a for a in argv if a not in skip]})
+
+
 def main(argv=None) -> int:
-    flags, raw_opts = split_argv(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv_rest, opts_for = extract_opts_for(argv)
+    except PlanError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    flags, raw_opts = split_argv(argv_rest)
     args = build_parser().parse_args(flags)
+    if args.status and not raw_opts and not any(a.split("=")[0] in PLAN_FLAGS for a in argv):
+        saved = _saved_plan_argv(os.path.abspath(args.output_root))
+        if saved is not None:  # --status alone: the plan of the last sweep on this output root
+            print(f"# plan of the last sweep on {os.path.abspath(args.output_root)} ({PLAN_FILE})")
+            argv_rest, opts_for = extract_opts_for(saved)
+            flags, raw_opts = split_argv(argv_rest)
+            args = build_parser().parse_args(flags + ["--status", "--output-root", args.output_root])
     try:
         opts = split_opts(raw_opts)
         protocols = expand_protocols(args.protocol)
@@ -145,7 +233,7 @@ def main(argv=None) -> int:
                       data_root=os.path.abspath(args.data), opts=opts, source=args.source,
                       cfg_override=args.cfg, config_root=os.path.abspath(args.config_root),
                       upstream_numerics=args.upstream_numerics,
-                      weights=os.path.abspath(args.weights) if args.weights else None)
+                      weights=os.path.abspath(args.weights) if args.weights else None, opts_for=opts_for)
         jobs = build_plan(ctx, protocols, args.methods, args.datasets, seeds, args.dg_targets, args.shots)
         state_path = os.path.join(ctx.output_root, STATE_FILE)
         state = SweepState(state_path) if os.path.isfile(state_path) else None
@@ -158,6 +246,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         print_dry_run(jobs, state, python, train_py)
         return 0
+    if not args.status and not args.emit_commands:
+        _save_plan_argv(ctx.output_root, argv)
     launched = run_launcher(args, jobs, ctx, state_path, emit=lambda msg: print(msg, flush=True))
     if launched is not None:  # --status, --emit-commands, --launcher slurm / submitit-local
         return launched

@@ -8,8 +8,10 @@
      "eval":  {...}}                      # the same for an --eval-only run into that folder
 
 ``settings`` is the effective config (defaults -> YAMLs -> flags -> opts, flattened to dotted keys)
-plus the evaluation flags ``--eval-only``, ``--model-dir`` (real path) and ``--load-epoch``, minus
-:data:`IGNORED_KEYS` (paths and logging that do not change results). ``hash``
+plus the evaluation flags ``--eval-only``, ``--model-dir`` (real path) and ``--load-epoch``, plus the
+run's identity beyond config values (``identity.*``: the data of an ImageFolder/CSV dataset and the
+digest of a weights file, :mod:`engine.runs.identity`), minus :data:`IGNORED_KEYS` (paths and logging
+that do not change results). ``hash``
 is the SHA-256 of its canonical JSON. The scripts and the sweep (``repro.runner``) compute the
 settings of the requested run the same way and skip a finished run (or resume a half-finished one)
 only when they equal the recorded ones; otherwise :func:`mismatch_message` is the one-line error.
@@ -18,10 +20,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import hashlib
 import importlib.util
 import json
 import os
+
+from engine.runs.identity import PREFIX as IDENTITY_PREFIX
+from engine.runs.identity import identity_settings
 
 RECORD_FILE = "run_record.json"
 RECORD_VERSION = 1
@@ -70,6 +76,7 @@ def effective_settings(cfg, args) -> dict:
         "--model-dir": os.path.realpath(model_dir) if model_dir else "",
         "--load-epoch": getattr(args, "load_epoch", None),
     })
+    settings.update(identity_settings(cfg))
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
@@ -77,6 +84,13 @@ def settings_hash(settings: dict) -> str:
     """First 12 hex digits of the SHA-256 of the canonical JSON of ``settings``."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def has_checkpoints(output_dir: str) -> bool:
+    """Whether ``output_dir/<model name>/`` holds an epoch checkpoint or a resume point to continue from."""
+    base = glob.escape(output_dir)
+    return bool(glob.glob(os.path.join(base, "*", "model.pth.tar-*"))
+                or glob.glob(os.path.join(base, "*", "interrupted.pth.tar")))
 
 
 def read_record(output_dir: str) -> dict:
@@ -118,6 +132,8 @@ def diff_settings(recorded: dict, requested: dict, defaults: dict | None = None)
         a, b = recorded.get(k, missing), requested.get(k, missing)
         if a == b:
             continue
+        if a is missing and k.startswith(IDENTITY_PREFIX):
+            continue
         if defaults is not None and (b is missing or (a is missing and b == defaults.get(k, missing))):
             continue
         out.append((k, a, b))
@@ -126,7 +142,9 @@ def diff_settings(recorded: dict, requested: dict, defaults: dict | None = None)
 
 def _short(value) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    return "..." + text[-37:] if text.startswith(os.sep) else text[:37] + "..."  # a path: keep its end
 
 
 def mismatch_message(output_dir: str, diffs: list, status: str, hint: str) -> str:

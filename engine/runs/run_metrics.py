@@ -11,12 +11,17 @@ result block of ``log.txt`` does. Contents (``METRICS_VERSION`` 1)::
      "config_hash": "<12 hex>",  # the run_record.json hash of this run's settings (engine.runs.record)
      "seed": 1, "trainer": "CoMMA", "dataset": "Caltech101", "num_shots": 16,
      "subsample_classes": "base", "backbone": "ViT-B/16", "random_init": false, "prec": "fp16",
+     "weights": "official",      # or "random", or "<file name> sha256:<16 hex>" (MODEL.BACKBONE.PATH)
      "code_version": "0.1.0+src.<12 hex>",  # engine.__version__ + digest of the Python sources
      "git_commit": "<40 hex>" | null,
      "wall_time_s": 812.4,       # training run: training + final test of this session; eval run: the test
      "eval_time_s": 21.0, "images_per_s": 117.4,   # test images / test seconds
      "train_images_per_s": 96.1 | null,            # images trained this session / training seconds
-     "written": "2026-01-01T12:00:00"}
+     "written": "2026-01-01T12:00:00",
+     # with TEST.PER_CLASS_RESULT True: one entry per test class, label order
+     "per_class": [{"label": 0, "classname": "cat", "total": 50, "correct": 47, "accuracy": 94.0}, ...],
+     # with TEST.COMPUTE_CMAT True: counts, row = true label, column = predicted label
+     "confusion_matrix": {"rows": "true label", "columns": "predicted label", "counts": [[47, 3], ...]}}
 
 :func:`read_metrics` is torch-free (``tools/collect_results.py`` reads it first, ``log.txt`` second).
 """
@@ -99,6 +104,19 @@ def _config_hash(cfg, mode: str, output_dir: str):
     return record.settings_hash(record.effective_settings(cfg, None)), mode
 
 
+def weights_label(cfg) -> str:
+    """What the backbone's weights were: ``random``, ``official`` (the release of ``MODEL.BACKBONE.NAME``,
+    OpenAI's or an OpenCLIP pretrained tag) or ``<file name> sha256:<16 hex>`` (``MODEL.BACKBONE.PATH``)."""
+    from engine.runs.identity import file_digest
+
+    bb = cfg.MODEL.BACKBONE
+    if bb.RANDOM_INIT:
+        return "random"
+    if bb.PATH:
+        return f"{os.path.basename(bb.PATH)} {file_digest(bb.PATH)}"
+    return "official"
+
+
 def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
     """The ``metrics.json`` dict of a finished test of ``trainer`` (a ``SimpleTrainer``)."""
     cfg = trainer.cfg
@@ -129,7 +147,7 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
         "config_hash": config_hash, "seed": int(cfg.SEED),
         "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME, "num_shots": int(cfg.DATASET.NUM_SHOTS),
         "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "backbone": cfg.MODEL.BACKBONE.NAME,
-        "random_init": bool(cfg.MODEL.BACKBONE.RANDOM_INIT),
+        "random_init": bool(cfg.MODEL.BACKBONE.RANDOM_INIT), "weights": weights_label(cfg),
         "prec": node.PREC if node is not None and "PREC" in node else None,
         "code_version": code_version(), "git_commit": git_commit(),
         "wall_time_s": round(wall, 3), "eval_time_s": round(eval_seconds, 3),
@@ -137,6 +155,17 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
         "train_images_per_s": round(train_ips, 2) if train_ips else None,
         "written": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def _per_class_fields(trainer) -> dict:
+    """``per_class`` / ``confusion_matrix`` entries when the evaluator computed them."""
+    evaluator = getattr(trainer, "evaluator", None)
+    out = {}
+    if getattr(evaluator, "per_class", None) is not None:
+        out["per_class"] = [dict(c, accuracy=round(float(c["accuracy"]), 4)) for c in evaluator.per_class]
+    if getattr(evaluator, "confusion", None) is not None:
+        out["confusion_matrix"] = {"rows": "true label", "columns": "predicted label", "counts": evaluator.confusion}
+    return out
 
 
 def write_run_metrics(trainer, results: dict, eval_seconds: float):
@@ -148,6 +177,7 @@ def write_run_metrics(trainer, results: dict, eval_seconds: float):
         return None
     path = os.path.join(trainer.cfg.OUTPUT_DIR, METRICS_FILE)
     data = collect_metrics(trainer, results, eval_seconds)
+    data.update(_per_class_fields(trainer))
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
 

@@ -62,11 +62,13 @@ class EvaluationMixin:
             self.after_evaluation()
         results = self.evaluator.evaluate()
         for k, v in results.items():
-            self.write_scalar(f"{split}/{k}", v, self.epoch)
+            self.write_scalar(f"{split}/{k}", v, self.global_step())
         if save_preds:
             self._save_predictions(impaths, labels, logits)
         if split == "test":
             write_run_metrics(self, results, time.time() - eval_start)  # OUTPUT_DIR/metrics.json
+            if self._writer is not None:
+                self._writer.add_hparams(self.cfg, {f"hparam/{k}": v for k, v in results.items()})
         return list(results.values())[0]
 
     def _save_predictions(self, impaths, labels, logits):

@@ -1,8 +1,10 @@
 """Run tracking: Dassl's TensorBoard scalars and opt-in Weights & Biases.
 
 :func:`open_tracker` returns a :class:`Tracker` whose ``add_scalar(tag, value, step)`` is what the
-trainer's ``write_scalar`` calls (Dassl's tags: ``train/loss``, ``train/<loss term>``, ``train/lr`` at
-the iteration, ``test/accuracy``, ``val/accuracy``, ... at the epoch).
+trainer's ``write_scalar`` calls (Dassl's tags: ``train/loss``, ``train/<loss term>``, ``train/lr`` (the LR
+that step used), ``train/epoch``, ``test/accuracy``, ``val/accuracy``, ...). One step unit for every
+tag of a run: optimisation steps (training batches) done, counted across resumes; 0 in an
+``--eval-only`` run. The final test also writes the flattened config as TensorBoard hparams.
 
 * TensorBoard: events in ``OUTPUT_DIR/tensorboard`` through ``torch.utils.tensorboard.SummaryWriter``.
   Without the ``tensorboard`` package the run says so once (a warning) and goes on without events.
@@ -22,6 +24,7 @@ import os
 import weakref
 
 from engine.utils.logger import get_logger
+from engine.utils.tb_events import carry_over, existing_event_files
 
 TB_FOLDER = "tensorboard"
 _warned_no_tensorboard = False
@@ -90,7 +93,7 @@ class Tracker:
         if self.tb is not None:
             self.tb.add_scalar(tag, value, step)
         if self.wandb is not None:
-            # train/* steps are iterations, test/* and val/* steps are epochs: one x axis per prefix
+            # one x axis per prefix (all in the run's step unit: training steps done)
             prefix = tag.split("/", 1)[0]
             axis = f"{prefix}/step"
             if prefix not in self._wandb_axes:
@@ -98,6 +101,19 @@ class Tracker:
                 self.wandb.define_metric(axis, hidden=True)
                 self.wandb.define_metric(f"{prefix}/*", step_metric=axis)
             self.wandb.log({tag: value} if step is None else {tag: value, axis: step})
+
+    def add_hparams(self, cfg, metrics: dict) -> None:
+        """The run's config (flattened keys; lists as text) as TensorBoard hparams with ``metrics``,
+        written into the run's own event file (``SummaryWriter.add_hparams`` would open another)."""
+        if self.tb is None or cfg is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in _flat_config(cfg).items()}
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for summary in hparams(params, values):
+            self.tb.file_writer.add_summary(summary)
+        self.tb.flush()
 
     def flush(self) -> None:
         if self.tb is not None:
@@ -120,10 +136,12 @@ def _flat_config(cfg) -> dict:
     return flatten_cfg(cfg) if cfg is not None else {}
 
 
-def open_tracker(cfg, log_dir: str, is_main: bool | None = None) -> Tracker:
+def open_tracker(cfg, log_dir: str, is_main: bool | None = None, keep_until: int | None = None) -> Tracker:
     """The tracker of one run: TensorBoard events under ``log_dir`` and, when
     ``TRAIN.WANDB_PROJECT`` is set, a W&B run in ``cfg.OUTPUT_DIR`` (offline unless ``WANDB_MODE``
-    says otherwise). ``is_main`` defaults to :func:`engine.distributed.is_main_process`."""
+    says otherwise). ``is_main`` defaults to :func:`engine.distributed.is_main_process`.
+    Event files already in ``log_dir`` are merged into the new one (steps <= ``keep_until``;
+    ``engine.utils.tb_events``), so a resumed run has one event stream."""
     if is_main is None:
         from engine.distributed import is_main_process
 
@@ -131,7 +149,10 @@ def open_tracker(cfg, log_dir: str, is_main: bool | None = None) -> Tracker:
     if not is_main:
         return Tracker()
     os.makedirs(log_dir, exist_ok=True)
+    old_events = existing_event_files(log_dir)
     tb = _summary_writer(log_dir)
+    if tb is not None and old_events:
+        carry_over(old_events, tb, keep_until)
     run = None
     project = wandb_project(cfg)
     if project:

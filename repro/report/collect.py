@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from repro._util import get_log
 from engine.runs.logparse import log_files, read_run_result, run_facts
+from engine.runs.record import read_record
 from engine.runs.run_metrics import METRICS_FILE, read_metrics
 from repro.methods import DG_TARGETS, canonical_trainer, get_method
 
@@ -57,6 +58,10 @@ class Run:
     random_weights: bool = False
     epochs: int | None = None
     source: str = "log.txt"
+    backbone: str | None = None   # MODEL.BACKBONE.NAME (metrics.json, else run_record.json)
+    weights: str | None = None    # random / official / "<file> sha256:..." (metrics.json, else run_record.json)
+    prec: str | None = None       # the precision metrics.json says ran, else the recorded TRAINER.<NODE>.PREC
+    per_class: tuple | None = None  # ((classname, accuracy), ...) with TEST.PER_CLASS_RESULT
 
 
 def _is_zero_shot(trainer: str) -> bool:
@@ -189,11 +194,46 @@ def read_run(run_dir: str, kind: str, key: tuple):
     """The :class:`Run` of one folder (``key`` = protocol, role, trainer, cfg, shots, dataset, seed):
     from ``metrics.json`` when it is there and current, else from the logs; None when unfinished."""
     metrics = read_metrics(run_dir, kind)
+    recorded = _recorded(run_dir, kind, key[2])
     if metrics is not None:
+        per_class = metrics.get("per_class")
+        if isinstance(per_class, list):
+            per_class = tuple((str(c.get("classname") or c.get("label")), float(c["accuracy"]))
+                              for c in per_class if isinstance(c, dict) and "accuracy" in c)
+        else:
+            per_class = None
         return Run(*key, float(metrics["accuracy"]), os.path.join(run_dir, METRICS_FILE),
-                   bool(metrics.get("random_init", False)), metrics.get("epoch"), METRICS_FILE)
+                   bool(metrics.get("random_init", False)), metrics.get("epoch"), METRICS_FILE,
+                   metrics.get("backbone") or recorded.get("backbone"),
+                   metrics.get("weights") or recorded.get("weights"),
+                   metrics.get("prec") or recorded.get("prec"), per_class)
     block, path = read_run_result(run_dir, kind)
     if block is None:
         return None
     facts = run_facts(path, block.line)
-    return Run(*key, block.accuracy, path, facts.random_weights, facts.epochs, os.path.basename(path))
+    return Run(*key, block.accuracy, path, facts.random_weights, facts.epochs, os.path.basename(path),
+               recorded.get("backbone"), "random" if facts.random_weights else recorded.get("weights"),
+               recorded.get("prec"))
+
+
+def _recorded(run_dir: str, kind: str, trainer: str) -> dict:
+    """Backbone, weights and requested precision from ``run_record.json`` (``{}`` without one)."""
+    entry = read_record(run_dir).get("eval" if kind == "eval" else "train") or {}
+    settings = entry.get("settings") if isinstance(entry, dict) else None
+    if not isinstance(settings, dict):
+        return {}
+    out = {"backbone": settings.get("MODEL.BACKBONE.NAME") or None}
+    if settings.get("MODEL.BACKBONE.RANDOM_INIT"):
+        out["weights"] = "random"
+    elif settings.get("MODEL.BACKBONE.PATH"):
+        out["weights"] = f"{os.path.basename(settings['MODEL.BACKBONE.PATH'])} {settings.get('identity.weights', '')}".strip()
+    else:
+        out["weights"] = "official"
+    try:
+        node = get_method(trainer).node or None
+    except KeyError:
+        node = None
+    precs = [v for k, v in settings.items() if k.startswith("TRAINER.") and k.endswith(".PREC")
+             and (node is None or k == f"TRAINER.{node}.PREC")]
+    out["prec"] = precs[0] if len(precs) == 1 else None
+    return out

@@ -3,14 +3,14 @@
 For every training run folder under an output root (layouts of ``repro.report.collect.classify``;
 runs whose log has no iteration lines, e.g. zero-shot, have no curves), one figure per (protocol,
 dataset, method, config, shots), named
-``curves_<protocol>_<dataset>_<trainer>_<cfg>_<K>shots.png``, with two panels:
+``curves_<protocol>_<dataset>_<trainer>_<cfg>_<K>shots.png`` (layout: :func:`write_curves`):
 
-* loss: the iteration lines of ``log.txt`` (``epoch [e/E] batch [b/B] ... loss v (avg) ...``) at
-  x = e - 1 + b / B, y = the epoch's running average (what TensorBoard's ``train/<name>`` holds); every
-  loss term the log prints (``loss``, ``loss_kd``, ...), the total solid, the terms dashed. A resumed
-  run's repeated lines replace the earlier ones.
+* one panel per loss term: the iteration lines of ``log.txt`` (``epoch [e/E] batch [b/B] ... loss v (avg) ...``)
+  at x = e - 1 + b / B, y = the epoch's running average (what TensorBoard's ``train/<name>`` holds);
+  every loss term the log prints (``loss``, ``loss_kd``, ...) on its own axis; meters named ``acc*``
+  (training accuracy) go to the accuracy panel. A resumed run's repeated lines replace the earlier ones.
 * accuracy (%): ``val/accuracy`` and ``test/accuracy`` of the run's TensorBoard events
-  (``OUTPUT_DIR/tensorboard``; step = 0-based epoch, drawn at step + 1), or, without events (or the
+  (``OUTPUT_DIR/tensorboard``; steps converted to epochs), or, without events (or the
   tensorboard package), the log's result blocks (a ``*val*`` block at the epoch of the lines before
   it, the final ``*test*`` block at the last epoch); for base-to-novel also the novel accuracy of the
   matching ``test_new`` run, at the epoch it loaded.
@@ -22,8 +22,10 @@ import re
 
 from repro.report.collect import classify
 from engine.runs.logparse import log_files, parse_lines, read_run_result, run_facts
+from engine.runs.record import read_record
+from engine.runs.run_metrics import read_metrics
 from repro.methods import DATASET_TITLES
-from repro.report.plots import _plt, _safe
+from repro.report.plots import _plt, _safe, _save
 
 _ITER = re.compile(r"^epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\] (.*)$")
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
@@ -80,8 +82,9 @@ def log_accuracy(lines) -> dict:
 
 
 def event_accuracy(tb_dir: str) -> dict:
-    """``{"val": [(epoch, acc)], "test": [...]}`` from TensorBoard events (``<split>/accuracy`` at
-    step = 0-based epoch); ``{}`` without events or without the tensorboard package."""
+    """``{"val": [(epoch, acc)], "test": [...]}`` from TensorBoard events; ``{}`` without events or
+    without the tensorboard package. Steps are training steps done (``train/epoch`` gives the steps
+    per epoch); events of older runs without ``train/epoch`` were stepped by 0-based epoch."""
     if not os.path.isdir(tb_dir):
         return {}
     try:
@@ -90,13 +93,54 @@ def event_accuracy(tb_dir: str) -> dict:
         return {}
     acc = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
     acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    per_epoch = None
+    if "train/epoch" in tags:
+        pairs = [(e.step, e.value) for e in acc.Scalars("train/epoch") if e.value > 0]
+        if pairs:
+            per_epoch = pairs[-1][0] / pairs[-1][1]
+
+    def epoch_of(step):
+        return step + 1 if per_epoch is None else round(step / per_epoch, 3)
+
     out = {}
-    for tag in acc.Tags().get("scalars", []):
+    for tag in tags:
         split, _, name = tag.partition("/")
         if name == "accuracy" and split in ("val", "test"):
-            points = {e.step + 1: e.value for e in acc.Scalars(tag)}  # later writes of an epoch win
+            points = {epoch_of(e.step): e.value for e in acc.Scalars(tag)}  # later writes of an epoch win
             out[split] = sorted(points.items())
     return out
+
+
+def split_meters(curves: dict) -> tuple:
+    """``(loss terms, accuracy meters)`` of :func:`loss_curves`: meters named ``acc*`` (the training
+    accuracy CoOp-style trainers print) are accuracies in %, never drawn on a loss axis."""
+    accs = {k: v for k, v in curves.items() if k.startswith("acc")}
+    return {k: v for k, v in curves.items() if k not in accs}, accs
+
+
+def max_epoch(lines):
+    """``E`` of the log's ``epoch [e/E]`` lines (None without them)."""
+    for line in reversed(lines):
+        m = _ITER.match(line.strip())
+        if m:
+            return int(m.group(2))
+    return None
+
+
+def run_caveats(run_dirs) -> str:
+    """What the runs' ``metrics.json`` / ``run_record.json`` say about how they ran (backbone, random
+    weights), for the figure title; '' when they do not say."""
+    backbones, random_w = set(), False
+    for d in run_dirs:
+        m = read_metrics(d) or {}
+        settings = (read_record(d).get("train") or {}).get("settings") or {}
+        bb = m.get("backbone") or settings.get("MODEL.BACKBONE.NAME")
+        if bb:
+            backbones.add(bb)
+        random_w |= bool(m.get("random_init") or settings.get("MODEL.BACKBONE.RANDOM_INIT"))
+    parts = sorted(backbones) + (["RANDOM WEIGHTS (accuracies meaningless)"] if random_w else [])
+    return "; ".join(parts)
 
 
 def find_runs(root: str) -> dict:
@@ -125,8 +169,25 @@ def find_runs(root: str) -> dict:
     return groups
 
 
+SEED_STYLES = ("-", "--", ":", "-.")
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _seed_style(i: int) -> dict:
+    """Colour, line style and marker of the i-th seed: distinguishable in colour and in grey."""
+    return {"color": f"C{i % 10}", "linestyle": SEED_STYLES[i % len(SEED_STYLES)],
+            "marker": SEED_MARKERS[i % len(SEED_MARKERS)]}
+
+
 def write_curves(root: str, out_dir: str) -> list:
-    """Write one PNG per training group under ``root`` into ``out_dir``; returns the file paths."""
+    """Write one PNG per training group under ``root`` into ``out_dir``; returns the file paths.
+
+    Panels: one per loss term (its own y axis: a small term such as CoMMA's ``loss_kd`` stays
+    readable beside the total), then accuracy (%): training accuracy when the log prints it, val
+    (line), test (filled marker) and novel (open triangle) per seed. Seeds differ in colour, line
+    style and marker; the x axis spans 0 to the run's epochs (short runs get markers on every
+    point; the seeds' test and novel points sit side by side at their epoch); the title names the
+    backbone, random weights, shots and seeds."""
     groups = find_runs(root)
     if not groups:
         return []
@@ -134,45 +195,90 @@ def write_curves(root: str, out_dir: str) -> list:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for key in sorted(groups):
-        protocol, dataset, trainer, cfg, shots = key
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-        drawn = False  # a figure needs a loss curve: runs without iteration lines are not drawn
-        for i, seed in enumerate(sorted(groups[key])):
-            run = groups[key][seed]
-            colour = f"C{i % 10}"
-            lines = _lines(run["dir"])
-            losses = loss_curves(lines)
-            for name in sorted(losses, key=lambda n: (n != "loss", n)):
-                xs, ys = zip(*losses[name])
-                ax_loss.plot(xs, ys, color=colour, linestyle="-" if name == "loss" else "--",
-                             label=f"seed {seed} {name}")
-                drawn = True
-            if not losses:
-                continue
-            accs = event_accuracy(os.path.join(run["dir"], "tensorboard")) or log_accuracy(lines)
-            for split, marker in (("val", "."), ("test", "o")):
-                if accs.get(split):
-                    xs, ys = zip(*accs[split])
-                    style = "-" if split == "val" and len(xs) > 1 else "none"
-                    ax_acc.plot(xs, ys, color=colour, linestyle=style, marker=marker,
-                                label=f"seed {seed} {'base ' if protocol == 'base2new' else ''}{split}")
-            if run["novel"] is not None and run["novel"][0] is not None:
-                ax_acc.plot([run["novel"][0]], [run["novel"][1]], color=colour, linestyle="none", marker="^",
-                            label=f"seed {seed} novel")
-        if not drawn:
-            plt.close(fig)
-            continue
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("training loss (epoch running average)")
-        ax_acc.set_xlabel("epoch")
-        ax_acc.set_ylabel("accuracy (%)")
-        for ax in (ax_loss, ax_acc):
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)} ({protocol}): {trainer} {cfg}, {shots} shots")
-        fig.tight_layout()
-        path = os.path.join(out_dir, _safe(f"curves_{protocol}_{dataset}_{trainer}_{cfg}_{shots}shots") + ".png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        path = _group_figure(plt, key, groups[key], out_dir)
+        if path:
+            paths.append(path)
     return paths
+
+
+def _group_figure(plt, key, seeds: dict, out_dir: str):
+    protocol, dataset, trainer, cfg, shots = key
+    data = {}
+    for seed in sorted(seeds):
+        run = seeds[seed]
+        lines = _lines(run["dir"])
+        losses, train_acc = split_meters(loss_curves(lines))
+        if not losses:
+            continue  # runs without iteration lines (zero-shot) have no curves
+        evals = event_accuracy(os.path.join(run["dir"], "tensorboard")) or log_accuracy(lines)
+        data[seed] = {"losses": losses, "train_acc": train_acc, "evals": evals, "novel": run["novel"],
+                      "epochs": max_epoch(lines), "dir": run["dir"]}
+    if not data:
+        return None
+    terms = sorted({n for d in data.values() for n in d["losses"]}, key=lambda n: (n != "loss", n))
+    epochs = max([d["epochs"] or 1 for d in data.values()])
+    short = epochs <= 3
+    panels = len(terms) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.9), squeeze=False)
+    axes = list(axes.flat)
+    acc_ax = axes[-1]
+    acc_values = []
+    n_seeds = len(data)
+    for i, seed in enumerate(sorted(data)):
+        st = _seed_style(i)
+        d = data[seed]
+        nudge = 0.015 * max(epochs, 1) * (i - (n_seeds - 1) / 2)  # seeds' end points side by side, not on top
+        for ax, term in zip(axes, terms):
+            if term in d["losses"]:
+                xs, ys = zip(*d["losses"][term])
+                ax.plot(xs, ys, color=st["color"], linestyle=st["linestyle"], linewidth=1.4,
+                        marker=st["marker"] if short or len(xs) < 12 else None, markersize=4,
+                        markevery=None if short else max(1, len(xs) // 8), label=f"seed {seed}")
+        for name, points in d["train_acc"].items():
+            xs, ys = zip(*points)
+            acc_values += ys
+            acc_ax.plot(xs, ys, color=st["color"], linestyle=st["linestyle"], linewidth=0.9, alpha=0.6,
+                        label=f"seed {seed} train {name}")
+        base = "base " if protocol == "base2new" else ""
+        if d["evals"].get("val"):
+            xs, ys = zip(*d["evals"]["val"])
+            acc_values += ys
+            acc_ax.plot(xs, ys, color=st["color"], linestyle=st["linestyle"], marker=st["marker"], markersize=4,
+                        label=f"seed {seed} {base}val")
+        if d["evals"].get("test"):
+            xs, ys = zip(*d["evals"]["test"])
+            acc_values += ys
+            acc_ax.plot([x + nudge for x in xs], ys, color=st["color"], linestyle="none", marker=st["marker"],
+                        markersize=8,
+                        markeredgecolor="black", label=f"seed {seed} {base}test {ys[-1]:.1f}")
+        if d["novel"] is not None and d["novel"][0] is not None:
+            acc_values.append(d["novel"][1])
+            acc_ax.plot([d["novel"][0] + nudge], [d["novel"][1]], color=st["color"], linestyle="none", marker="^",
+                        markersize=9, markerfacecolor="none", markeredgewidth=1.6,
+                        label=f"seed {seed} novel {d['novel'][1]:.1f}")
+    margin = max(0.05 * epochs, 0.1)
+    for ax, term in zip(axes, terms):
+        ax.set_title("total loss" if term == "loss" else f"loss term {term}", fontsize=9)
+        ax.set_ylabel(f"{term} (epoch running average)", fontsize=8)
+    for ax in axes:
+        ax.set_xlim(-margin if ax is acc_ax else 0, epochs + margin)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+        if short:
+            ax.set_xticks([x / 4 for x in range(0, 4 * epochs + 1)] if epochs <= 1 else range(0, epochs + 1))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6.5)
+    acc_ax.set_title("accuracy", fontsize=9)
+    acc_ax.set_ylabel("accuracy (%)", fontsize=8)
+    if acc_values:
+        lo, hi = min(acc_values), max(acc_values)
+        pad = max(2.0, 0.1 * (hi - lo))
+        acc_ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    caveats = "; ".join(x for x in [run_caveats([d["dir"] for d in data.values()]), f"{shots} shots",
+                                    f"{epochs} ep", f"{len(data)} seed{'s' if len(data) != 1 else ''}"] if x)
+    fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)} ({protocol}): {trainer} {cfg}\n({caveats})", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out_dir, _safe(f"curves_{protocol}_{dataset}_{trainer}_{cfg}_{shots}shots") + ".png")
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from repro.report import fewshot_table
+from repro.report import fewshot_table, protocol
 from repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, METHOD_ORDER,
                                   XD_SOURCE, XD_TARGETS, get_method)
 
@@ -99,7 +99,9 @@ def _row_keys(runs):
 
 def _flags(counted, names, methods) -> dict:
     """How the runs counted in one table ran: random weights, epochs and shots, per row and overall."""
-    rows = {m: {"runs": 0, "random_weight_runs": 0, "epochs": set(), "shots": set()} for m in methods}
+    rows = {m: {"runs": 0, "random_weight_runs": 0, "epochs": set(), "shots": set(), "backbones": set(),
+                "weights": set(), "precs": set()} for m in methods}
+    unrecorded = 0
     for r in counted:
         f = rows[names[(r.trainer, r.cfg, r.shots)]]
         f["runs"] += 1
@@ -107,15 +109,23 @@ def _flags(counted, names, methods) -> dict:
         if getattr(r, "epochs", None) is not None:
             f["epochs"].add(r.epochs)
         f["shots"].add(r.shots)
+        for key, attr in (("backbones", "backbone"), ("weights", "weights"), ("precs", "prec")):
+            if getattr(r, attr, None) is not None:
+                f[key].add(getattr(r, attr))
+        if getattr(r, "backbone", None) is None:
+            unrecorded += 1
     epochs, shots = {}, {}
     for r in counted:
         if getattr(r, "epochs", None) is not None:
             epochs[r.epochs] = epochs.get(r.epochs, 0) + 1
         shots[r.shots] = shots.get(r.shots, 0) + 1
     return {"runs": len(counted), "random_weight_runs": sum(f["random_weight_runs"] for f in rows.values()),
+            "unrecorded_runs": unrecorded,
             "epochs": {str(k): v for k, v in sorted(epochs.items())},
             "shots": {str(k): v for k, v in sorted(shots.items())},
-            "methods": {m: dict(f, epochs=sorted(f["epochs"]), shots=sorted(f["shots"])) for m, f in rows.items()}}
+            "methods": {m: dict(f, epochs=sorted(f["epochs"]), shots=sorted(f["shots"]),
+                                backbones=sorted(f["backbones"]), weights=sorted(f["weights"]),
+                                precs=sorted(f["precs"])) for m, f in rows.items()}}
 
 
 def build_tables(runs, seeds=None, datasets=None) -> dict:
@@ -232,6 +242,9 @@ def row_notes(t: dict, m: str) -> list:
         notes.append("/".join(map(str, f["epochs"])) + " ep")
     if len(flags.get("shots", {})) > 1 and f["shots"] and "shots" not in m:
         notes.append("/".join(map(str, f["shots"])) + " shots")
+    differs = (t.get("protocol_mismatches") or {}).get("rows", {}).get(m)
+    if differs:
+        notes.append("≠ paper: " + ", ".join(differs))
     return notes
 
 
@@ -261,6 +274,21 @@ def caveat_lines(t: dict) -> list:
         lines.append(f"Shots differ within this table: {_counts(flags['shots'], 'shot')}; each row says "
                      "its own; compare only rows with equal shots.")
     return lines
+
+
+def with_protocol(tables: dict, paper) -> dict:
+    """``tables`` with each table's ``protocol_mismatches`` (``repro.report.protocol``) when
+    ``paper`` is given (shallow copies; the input is not changed)."""
+    return {proto: dict(t, protocol_mismatches=protocol.all_mismatches(proto, t, paper))
+            for proto, t in tables.items()}
+
+
+def compare_lines(proto: str, t: dict, paper) -> list:
+    """The ``--compare`` caption sentences of a table: coverage, protocol mismatches, unrecorded runs."""
+    if paper is None:
+        return []
+    lines = [compare_note(proto, t, paper), protocol.caption(proto, t, paper), protocol.unknown_note(t)]
+    return [x for x in lines if x]
 
 
 def compare_note(proto: str, t: dict, paper) -> str | None:
@@ -329,7 +357,7 @@ def _md_table(headers, rows) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _b2n_rows(proto_table, paper, dataset):
+def _b2n_rows(proto_table, paper, dataset, published_only=False):
     rows = []
     for m, data in proto_table["methods"].items():
         if dataset is None:
@@ -354,7 +382,7 @@ def _b2n_rows(proto_table, paper, dataset):
                 pv = p.get(key) if p else None
                 row += [fmt_num(pv), _diff(v, pv)]
         rows.append(row)
-    if paper is not None and dataset is None:  # published rows of methods we did not run
+    if paper is not None and dataset is None and published_only:  # published rows of methods we did not run
         ours = {m.split(" [")[0].lower() for m in proto_table["methods"]}
         for key, entry in paper.get("base2new", {}).get("average", {}).items():
             if key.startswith("_"):
@@ -400,7 +428,10 @@ def _transfer_rows(proto, t, paper):
     return rows
 
 
-def render_markdown(tables: dict, paper=None) -> str:
+def render_markdown(tables: dict, paper=None, published_only: bool = False) -> str:
+    """Markdown tables; with ``paper`` the published numbers, Δ and every protocol mismatch (row
+    labels, captions); ``published_only``: also rows of published methods we did not run."""
+    tables = with_protocol(tables, paper)
     out = []
     if "base2new" in tables:
         t = tables["base2new"]
@@ -409,10 +440,10 @@ def render_markdown(tables: dict, paper=None) -> str:
         if caveat_lines(t):
             out.append(_quote(caveat_lines(t)))
         out.append(f"### Average over {_plural(len(t['datasets']), 'dataset')}\n")
-        note = compare_note("base2new", t, paper)
-        if note:
-            out.append(_quote([note]))
-        out.append(_md_table(_b2n_headers(paper), _b2n_rows(t, paper, None)) + "\n")
+        notes = compare_lines("base2new", t, paper)
+        if notes:
+            out.append(_quote(notes))
+        out.append(_md_table(_b2n_headers(paper), _b2n_rows(t, paper, None, published_only)) + "\n")
         for d in t["datasets"]:
             out.append(f"### {DATASET_TITLES.get(d, d)}\n")
             out.append(_md_table(_b2n_headers(paper), _b2n_rows(t, paper, d)) + "\n")
@@ -422,7 +453,7 @@ def render_markdown(tables: dict, paper=None) -> str:
         t = tables[proto]
         out.append(f"## {title} (source {DATASET_TITLES.get(t['source'], t['source'])}; mean ± population std "
                    f"over seeds {', '.join(map(str, t['seeds']))}; Average over targets)\n")
-        extra = caveat_lines(t) + [n for n in [compare_note(proto, t, paper)] if n]
+        extra = caveat_lines(t) + compare_lines(proto, t, paper)
         if extra:
             out.append(_quote(extra))
         headers = ["Method", DATASET_TITLES.get(t["source"], t["source"]) + " (source)"] + \
@@ -432,14 +463,17 @@ def render_markdown(tables: dict, paper=None) -> str:
         out.append(_md_table(headers, _transfer_rows(proto, t, paper)) + "\n")
     if "fewshot" in tables:
         t = tables["fewshot"]
-        out.append(fewshot_table.markdown(t, fmt_stat, fmt_num, _md_table, row_label, _quote, caveat_lines(t)))
+        out.append(fewshot_table.markdown(t, fmt_stat, fmt_num, _md_table, row_label, _quote,
+                                          caveat_lines(t) + compare_lines("fewshot", t, paper)))
     if not out:
         return "No finished runs found.\n"
     return "\n".join(out)
 
 
 def to_json(tables: dict, paper=None) -> dict:
-    """Plain JSON-able structure (Stat -> dict; None for missing values)."""
+    """Plain JSON-able structure (Stat -> dict; None for missing values); with ``paper`` each table
+    has ``protocol_mismatches`` (``{"table": [...], "rows": {row: [...]}}``)."""
+    tables = with_protocol(tables, paper)
     def conv(x):
         if isinstance(x, Stat):
             return x.to_json()
@@ -450,7 +484,7 @@ def to_json(tables: dict, paper=None) -> dict:
         return x
     data = conv(tables)
     for proto, t in data.items():
-        t["caveats"] = caveat_lines(t) + [n for n in [compare_note(proto, t, paper)] if n]
+        t["caveats"] = caveat_lines(t) + compare_lines(proto, t, paper)
     if paper is not None:
         for proto, t in data.items():
             for m in t["methods"]:
@@ -460,24 +494,25 @@ def to_json(tables: dict, paper=None) -> dict:
     return data
 
 
-def render_json(tables: dict, paper=None) -> str:
+def render_json(tables: dict, paper=None, published_only: bool = False) -> str:
     return json.dumps(to_json(tables, paper), indent=2, ensure_ascii=False) + "\n"
 
 
-def render_csv(tables: dict, paper=None) -> str:
+def render_csv(tables: dict, paper=None, published_only: bool = False) -> str:
     """Long format: protocol,method,dataset,metric,mean,std,n,missing,paper,diff,flags (dataset 'average');
     ``flags``: the row's notes (random weights, epochs, shots) and, on average rows, the compare note."""
+    tables = with_protocol(tables, paper)
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["protocol", "method", "dataset", "metric", "mean", "std", "n", "missing", "paper", "diff", "flags"])
 
     class _Writer:  # appends the row's flags column
-        table, method, note = None, None, None
+        table, method, note, lines = None, None, None, []
 
         def writerow(self, row):
             notes = row_notes(self.table, self.method)
-            if row[2] == "average" and self.note:
-                notes = notes + [self.note]
+            if row[2] == "average" and self.lines:
+                notes = notes + self.lines
             out.writerow(list(row) + ["; ".join(notes)])
 
     w = _Writer()
@@ -487,7 +522,7 @@ def render_csv(tables: dict, paper=None) -> str:
 
     if "base2new" in tables:
         t = tables["base2new"]
-        w.table, w.note = t, compare_note("base2new", t, paper)
+        w.table, w.note, w.lines = t, compare_note("base2new", t, paper), compare_lines("base2new", t, paper)
         for m, data in t["methods"].items():
             w.method = m
             for d in t["datasets"]:
@@ -507,7 +542,7 @@ def render_csv(tables: dict, paper=None) -> str:
         if proto not in tables:
             continue
         t = tables[proto]
-        w.table, w.note = t, compare_note(proto, t, paper)
+        w.table, w.note, w.lines = t, compare_note(proto, t, paper), compare_lines(proto, t, paper)
         for m, data in t["methods"].items():
             w.method = m
             for col in ["source"] + t["targets"]:
@@ -521,7 +556,7 @@ def render_csv(tables: dict, paper=None) -> str:
             w.writerow([proto, m, "average", "target_average", num(avg), "", "", data["targets_missing"], num(pv),
                         "" if avg is None or pv is None or w.note else f"{avg - pv:+.4f}"])
     if "fewshot" in tables:
-        w.table, w.note = tables["fewshot"], None
+        w.table, w.note, w.lines = tables["fewshot"], None, []
         for m, row in fewshot_table.csv_rows(tables["fewshot"], num):
             w.method = m
             w.writerow(row)
