@@ -187,6 +187,7 @@ class Session:
         """Before ``log.txt`` is opened: hold ``OUTPUT_DIR/.run.lock`` for the rest of the process."""
         from engine.runs.locks import Lock
 
+        self.check_packages()  # before anything is written
         folder = os.path.dirname(output) if output.endswith((".txt", ".log")) else output
         if self.lock is None and folder:
             lock = Lock(os.path.join(folder, RUN_LOCK), what=f"the output folder {folder}",
@@ -204,6 +205,7 @@ class Session:
         from dassl.engine.trainer import is_resumable
 
         self.cfg = cfg
+        self.check_packages()
         self._write_record(cfg)
         self.wrap_clip_downloads()
         if is_resumable(cls):
@@ -214,6 +216,18 @@ class Session:
 
     def on_trainer_built(self, trainer):
         self.trainer = trainer
+
+    def check_packages(self):
+        """The repo's ``trainers`` (and ``datasets``, ``clip`` when imported) must be the repo's own."""
+        repo = os.path.realpath(self.repo) + os.sep
+        for name in ("trainers", "datasets", "clip"):
+            module = sys.modules.get(name)
+            if module is None:
+                continue
+            path = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), "")
+            if not os.path.realpath(path).startswith(repo):
+                raise RepoError(f"the package {name!r} was imported from {os.path.dirname(path)}, not from the repo "
+                                f"{self.repo}; a repo needs its own {name}/ package here")
 
     def _write_record(self, cfg):
         from engine.runs import record

@@ -350,3 +350,34 @@ def test_slotted_state_loads_into_the_package_datum(roundtrip):
 
 def test_shim_dassl_is_never_in_this_process():
     assert "dassl" not in sys.modules
+
+
+# ---------------------------------------------------------------------------------------------- runner helpers
+def test_runner_argument_split_and_mode_detection():
+    from compat.dassl_runner import RepoError, is_dassl_mode, split_argv
+
+    assert is_dassl_mode(["--dassl-repo", "r", "--", "--trainer", "X"])
+    assert is_dassl_mode(["--dassl-repo=r", "--"])
+    assert not is_dassl_mode(["--trainer", "X", "--", "--dassl-repo", "r"])  # after -- it is the repo's argument
+    assert not is_dassl_mode(["--root", "data", "OPTIM.MAX_EPOCH", "2"])
+    assert split_argv(["--dassl-repo", "r", "--", "--seed", "1", "--", "x"]) == (["--dassl-repo", "r"],
+                                                                                 ["--seed", "1", "--", "x"])
+    with pytest.raises(RepoError, match="the -- is required"):
+        split_argv(["--dassl-repo", "r"])
+
+
+def test_one_gpu_is_pinned_from_a_list(monkeypatch):
+    from compat.dassl_runner import pin_one_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert pin_one_gpu() == "2" and os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert pin_one_gpu() is None and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_clip_weights_table_accepts_any_architecture_name():
+    from compat.dassl_runner import AnyArchitecture
+
+    table = AnyArchitecture({"ViT-B/16": "https://x/ViT-B-16.pt"})
+    assert table["ViT-B/16"] == "https://x/ViT-B-16.pt"
+    assert table["ViT-Tiny/16"] == "harness-clip-weights:ViT-Tiny/16" and "RN50" in table
