@@ -454,6 +454,10 @@ def main(argv):
         if os.environ.get("HARNESS_TRACEBACK") == "1":
             raise
         return _report(f"error: {e}", EXIT_USAGE)
+    except AssertionError as e:  # Dassl code checks its config with assert (yacs: "Non-existent key: X")
+        if not str(e) or os.environ.get("HARNESS_TRACEBACK") == "1":
+            raise
+        return _report(f"error: {repo}: {str(e).splitlines()[0]}", EXIT_USAGE)
     finally:
         os.chdir(old_cwd)
         sys.argv = old_argv
