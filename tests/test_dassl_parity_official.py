@@ -26,7 +26,8 @@ REPOS = os.environ.get("HARNESS_DASSL_REPOS", "")
 GOLDEN_FILE = GOLDEN_DIR / "golden_depth2.json"
 #: ours -> (checkout folder, the repo's trainer and config node); same checkpoint folder name
 CASES = {"MaPLe": ("multimodal-prompt-learning", "MaPLe", "MAPLE"), "CoMMA": ("COMMA", "COMMA", "COMMA")}
-FP16_REL_TOL = 2e-2  # max |a - b| / max |b| over the logits; fp16 rounding of logits ~ 1e-3 relative
+FP16_REL_TOL = 5e-3  # max |a - b| / max |b| over the logits (measured: MaPLe 2.1e-3, COMMA 3.5e-3)
+CE_REL_TOL = 3e-3  # measured: MaPLe 4e-4, COMMA 1.3e-3
 
 if not REPOS or not os.path.isdir(REPOS):
     pytest.skip("HARNESS_DASSL_REPOS (folder of the official checkouts) is not set", allow_module_level=True)
@@ -90,7 +91,7 @@ def test_official_code_through_the_runner_matches_native_upstream_numerics(metho
     ce_up, ce_nat = _cross_entropy(a, up["label"]), _cross_entropy(b, nat["label"])
     print(f"{method}: logits max rel diff {rel:.2e}; CE official {ce_up:.6f} native {ce_nat:.6f}")
     assert rel <= FP16_REL_TOL
-    assert ce_up == pytest.approx(ce_nat, rel=FP16_REL_TOL)
+    assert ce_up == pytest.approx(ce_nat, rel=CE_REL_TOL)
     log = open(os.path.join(up_dir, "log.txt")).read()
     assert "adapter clip-weights: " in log
     if method == "CoMMA":
