@@ -28,6 +28,7 @@ GOLDEN_FILE = GOLDEN_DIR / "golden_depth2.json"
 CASES = {"MaPLe": ("multimodal-prompt-learning", "MaPLe", "MAPLE"), "CoMMA": ("COMMA", "COMMA", "COMMA")}
 FP16_REL_TOL = 5e-3  # max |a - b| / max |b| over the logits (measured: MaPLe 2.1e-3, COMMA 3.5e-3)
 CE_REL_TOL = 3e-3  # measured: MaPLe 4e-4, COMMA 1.3e-3
+GRAD_REL_TOL = 2e-2  # per-parameter gradient norms, fp16 arithmetic on one side
 
 if not REPOS or not os.path.isdir(REPOS):
     pytest.skip("HARNESS_DASSL_REPOS (folder of the official checkouts) is not set", allow_module_level=True)
@@ -99,3 +100,84 @@ def test_official_code_through_the_runner_matches_native_upstream_numerics(metho
 
         assert ("adapter cuda-redirect: " in log) == (not torch.cuda.is_available())
     assert upstream.returncode == 0
+
+
+# One training step of the official code, probed: the runner runs the repo's train.py --eval-only on the
+# official checkpoint, but its ``test()`` is replaced by one ``forward_backward`` (training mode) on the
+# first test batch (all 40 images, evaluation transform) with the optimiser's step recording the
+# gradients instead of applying them. The probe lives only in this child process.
+_PROBE = r"""
+import json, sys, torch
+from compat import dassl_runner
+OUT = sys.argv[1]
+original = dassl_runner.Session.on_trainer_built
+def probe(self, trainer):
+    original(self, trainer)
+    def one_step(split=None):
+        batch = next(iter(trainer.test_loader))
+        trainer.set_model_mode("train")
+        grads = {}
+        def record(optimizer, *args, **kwargs):
+            for name, p in trainer.model.named_parameters():
+                if p.grad is not None:
+                    grads[name] = p.grad.float().norm().item()
+        torch.optim.SGD.step = record
+        summary = trainer.forward_backward(batch)
+        with open(OUT, "w") as f:
+            json.dump({"loss": summary["loss"], "grads": grads, "labels": batch["label"].tolist()}, f)
+        return 0.0
+    trainer.test = one_step
+dassl_runner.Session.on_trainer_built = probe
+sys.exit(dassl_runner.main(sys.argv[2:]))
+"""
+
+
+def _native_step(setup, method, node, tmp_path):
+    """Our method, built as train.py builds it, on the same checkpoint: loss and gradient norms."""
+    import torch
+
+    from engine.config import get_cfg_default, merge_from_file, merge_from_list
+    from engine.trainer import build_trainer
+    from trainers.config import extend_cfg
+
+    cfg = extend_cfg(get_cfg_default())
+    merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "datasets", "eurosat.yaml"))
+    merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "trainers", method, "vit_b16_c2_ep5_batch4_2ctx.yaml"))
+    merge_from_list(cfg, _opts(node) + ["MODEL.BACKBONE.PATH", setup["weights"], f"TRAINER.{node}.UPSTREAM_NUMERICS",
+                                        "True", "USE_CUDA", "False"])
+    cfg.TRAINER.NAME, cfg.DATASET.ROOT = method, os.path.join(setup["out"], "data")
+    cfg.OUTPUT_DIR, cfg.VERBOSE = str(tmp_path), False
+    trainer = build_trainer(cfg)
+    trainer.load_model(os.path.join(setup["out"], "ckpt", method), epoch=1)
+    batch = next(iter(trainer.test_loader))
+    model = trainer.model
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss, _ = model.compute_loss(batch["img"], batch["label"])
+    loss.backward()
+    grads = {n: p.grad.float().norm().item() for n, p in model.prompt_learner.named_parameters() if p.grad is not None}
+    return float(loss), grads, batch["label"].tolist()
+
+
+@pytest.mark.parametrize("method", list(CASES))
+def test_one_training_step_loss_and_gradients_match(method, setup, tmp_path):
+    folder, trainer, node = CASES[method]
+    out_json, out_dir = str(tmp_path / "probe.json"), str(tmp_path / "upstream")
+    args = ["--dassl-repo", os.path.join(REPOS, folder), "--clip-weights", setup["weights"], "--",
+            *_common(setup, method, trainer, node, out_dir),
+            "--dataset-config-file", "configs/datasets/eurosat.yaml",
+            "--config-file", f"configs/trainers/{trainer}/vit_b16_c2_ep5_batch4_2ctx.yaml", *_opts(node)]
+    done = subprocess.run([sys.executable, "-c", _PROBE, out_json, *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=1200, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    official = json.loads(open(out_json).read())
+    loss, grads, labels = _native_step(setup, method, node, tmp_path / "native")
+    assert official["labels"] == labels
+    theirs = {k[len("prompt_learner."):]: v for k, v in official["grads"].items() if k.startswith("prompt_learner.")}
+    shared = sorted(set(theirs) & set(grads))
+    assert shared and set(grads) <= set(theirs), (sorted(grads), sorted(theirs))
+    worst = max(abs(grads[n] - theirs[n]) / max(abs(theirs[n]), 1e-12) for n in shared)
+    print(f"{method}: loss official {official['loss']:.6f} native {loss:.6f}; {len(shared)} gradients, "
+          f"max rel diff of their norms {worst:.2e}")
+    assert loss == pytest.approx(official["loss"], rel=CE_REL_TOL)
+    assert worst <= GRAD_REL_TOL
