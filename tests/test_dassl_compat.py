@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from fixtures_dassl import REPO_ROOT, RESEARCH_REPO, SHIM_DIR, run_json, run_with_shim
+from fixtures_dassl import REPO_ROOT, RESEARCH_REPO, SHIM_DIR, run_json
 
 # The 22 names the official repos import (CoOp, MaPLe, COMMA, KgCoOp, PromptSRC, ProGrad, TCP) with
 # their Dassl 0.6.3 signatures, as read from KaiyangZhou/Dassl.pytorch v0.6.3 (c61a1b5). ``None``: a
@@ -85,12 +85,6 @@ FORK_050_METHODS = {
 }
 FORK_050_FUNCTIONS = {"dassl.optim.build_optimizer": "(model, optim_cfg)"}
 FORK_050_KEYWORD_ONLY = {"save_model"}  # the fork calls it as save_model(epoch, dir, model_name=...)
-
-_SIGNATURES = r"""
-import importlib, inspect, json, sys
-names = json.loads(sys.argv[1]) if len(sys.argv) > 1 else None
-"""
-
 
 def _parse(sig):
     """``"(a, b=1)"`` -> ``[(name, default repr or None)]`` via a throwaway function."""

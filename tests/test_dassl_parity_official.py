@@ -134,8 +134,6 @@ sys.exit(dassl_runner.main(sys.argv[2:]))
 
 def _native_step(setup, method, node, tmp_path):
     """Our method, built as train.py builds it, on the same checkpoint: loss and gradient norms."""
-    import torch
-
     from engine.config import get_cfg_default, merge_from_file, merge_from_list
     from engine.trainer import build_trainer
     from trainers.config import extend_cfg
