@@ -4,7 +4,8 @@
 blocks, 32x32 images) and the official-format checkpoints rebuilt there, on the CPU.
 
 Skipped unless ``HARNESS_DASSL_REPOS`` names a folder holding the checkouts
-(``multimodal-prompt-learning`` at 69bce21, ``COMMA`` at 3584f31; see docs/DASSL_REPOS.md); their
+(``multimodal-prompt-learning`` at 69bce21, ``COMMA`` at 3584f31, ``CoOp`` at ff61507 for the resume
+test; see docs/DASSL_REPOS.md); their
 code is never copied here nor imported by the suite: it runs in its own ``train.py`` process.
 Compared: the logits of every test image (``TEST.SAVE_PREDICTIONS``) and the cross-entropy over them;
 the official code's arithmetic is fp16 (``.half()`` in its prompt insertion), ours reproduces it.
@@ -179,3 +180,53 @@ def test_one_training_step_loss_and_gradients_match(method, setup, tmp_path):
           f"max rel diff of their norms {worst:.2e}")
     assert loss == pytest.approx(official["loss"], rel=CE_REL_TOL)
     assert worst <= GRAD_REL_TOL
+
+
+# SIGTERM in the middle of an epoch of the official CoOp code, then --resume: the final learned context
+# must equal an uninterrupted run's bit for bit. The stop is sent from inside the child (after batch 2
+# of epoch 1), so it lands at the same place on any machine.
+_STOP_PROBE = r"""
+import os, signal, sys
+from compat import dassl_runner
+original = dassl_runner.Session.on_trainer_built
+def probe(self, trainer):
+    original(self, trainer)
+    step = trainer.forward_backward
+    def forward_backward(batch):
+        out = step(batch)
+        if trainer.epoch == 0 and trainer.batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+    trainer.forward_backward = forward_backward
+dassl_runner.Session.on_trainer_built = probe
+sys.exit(dassl_runner.main(sys.argv[1:]))
+"""
+
+
+def test_official_coop_stopped_mid_epoch_resumes_exactly(setup, tmp_path):
+    import torch
+
+    repo = os.path.join(REPOS, "CoOp")
+    if not os.path.isdir(repo):
+        pytest.skip("no CoOp checkout under HARNESS_DASSL_REPOS")
+
+    def args(out, *extra):
+        return ["--dassl-repo", repo, "--clip-weights", setup["weights"], "--", "--root",
+                os.path.join(setup["out"], "data"), "--seed", "1", "--trainer", "CoOp",
+                "--config-file", "configs/trainers/CoOp/vit_b16_ep50.yaml",
+                "--dataset-config-file", "configs/datasets/eurosat.yaml", "--output-dir", str(out), *extra,
+                "DATASET.NUM_SHOTS", "4", "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+                "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "2", "TRAINER.COOP.N_CTX", "4",
+                "DATASET.SUBSAMPLE_CLASSES", "base"]
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    _run(args(tmp_path / "A"))
+    stopped = subprocess.run([sys.executable, "-c", _STOP_PROBE, *args(tmp_path / "B")], capture_output=True,
+                             text=True, cwd=REPO_ROOT, timeout=1200, env=env)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "interrupted by SIGTERM at epoch 1/2, batch 2/" in stopped.stderr
+    _run(args(tmp_path / "B", "--resume", str(tmp_path / "B")))
+    a = torch.load(tmp_path / "A" / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "B" / "prompt_learner" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert "Skipped the 2 batch(es) of epoch 1" in (tmp_path / "B" / "log.txt").read_text()
