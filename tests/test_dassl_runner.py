@@ -179,3 +179,25 @@ def test_a_repo_that_cannot_run_gets_one_line_and_no_output(tmp_path, case, file
 def test_double_dash_is_required(tmp_path):
     out = dassl_train(["--trainer", "X"], repo=RESEARCH_REPO)
     assert out.returncode == 2 and "(the -- is required)" in out.stderr
+
+
+def test_without_clip_weights_model_backbone_path_then_the_cache(runs, setup, tmp_path):
+    """No --clip-weights: the repo's _download reads MODEL.BACKBONE.PATH; without it, the CLIP cache
+    ($CLIP_CACHE_DIR), and a miss there is one line saying what to pass."""
+    base, data, weights = setup
+    common = ["--", "--root", data, "--seed", "1", "--trainer", "TinyCoOp", "--config-file", "configs/tiny_coop.yaml",
+              "--dataset-config-file", "configs/tiny_folder.yaml", "--eval-only", "--model-dir", str(runs["A"]),
+              "--load-epoch", "2"]
+    by_path = dassl_train(common + ["--output-dir", str(tmp_path / "P"), "DATASET.NUM_SHOTS", "4",
+                                    "MODEL.BACKBONE.PATH", weights])
+    assert by_path.returncode == 0, by_path.stderr[-3000:]
+    log = (tmp_path / "P" / "log.txt").read_text()
+    assert f"adapter clip-weights: clip.clip._download reads MODEL.BACKBONE.PATH {weights}" in log
+    cache = tmp_path / "empty_cache"
+    cache.mkdir()
+    missing = dassl_train(common + ["--output-dir", str(tmp_path / "C"), "DATASET.NUM_SHOTS", "4"],
+                          env={"CLIP_CACHE_DIR": str(cache)})
+    assert missing.returncode == 2
+    line = missing.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: CLIP weights ViT-B-16.pt are not in {cache} and could not be downloaded")
+    assert line.endswith("pass --clip-weights FILE before -- or MODEL.BACKBONE.PATH FILE")
