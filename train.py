@@ -8,6 +8,9 @@ a non-finite loss prints one ``error: ...`` line to stderr (and to ``log.txt`` o
 exits with status 2. SIGINT/SIGTERM stop training at the end of the current batch with its state
 saved (``engine.utils.signals``), print one line saying how to resume and exit with 130/143.
 ``HARNESS_TRACEBACK=1`` shows the traceback instead.
+
+``python train.py --dassl-repo PATH [--clip-weights FILE] -- <args>`` runs a Dassl-based research repo's
+own, unmodified ``train.py`` on the engine instead (``compat.dassl_runner``, docs/DASSL_REPOS.md).
 """
 import argparse
 import importlib
@@ -303,6 +306,13 @@ def _report(line, status):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from compat.dassl_runner import is_dassl_mode
+
+    if is_dassl_mode(argv):  # a foreign Dassl repo's own train.py, in this process (compat/dassl_runner.py)
+        from compat.dassl_runner import main as run_dassl_repo
+
+        return run_dassl_repo(argv)
     args = build_parser().parse_args(argv)
     import_registrations()
     from engine.utils import signals

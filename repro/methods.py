@@ -16,6 +16,8 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from repro.foreign_methods import FOREIGN_METHODS
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: folder of the method modules whose ``METHOD`` declarations form the table
 TRAINERS_DIR = os.path.join(REPO_ROOT, "trainers")
@@ -69,6 +71,35 @@ class MethodSpec:
     fewshot_cfg: str | None = None
     fewshot_cfg_per_shots: dict = field(default_factory=dict)
     fewshot_cfg_per_dataset: dict = field(default_factory=dict)
+    source: str = "native"
+    repo: str = ""
+    commit: str = ""
+    repo_dir: str = ""
+    repo_env: str = ""
+    config_root: str = "."
+
+    @property
+    def foreign(self) -> bool:
+        """A method run from its official repository (``repro.foreign_methods``), not ``trainers/``."""
+        return self.source != "native"
+
+    @property
+    def folder(self) -> str:
+        """Output-tree folder and table row key: the trainer name, ``<trainer>@<source>`` for foreign code."""
+        return f"{self.trainer}@{self.source}" if self.foreign else self.trainer
+
+    def repo_path(self, environ=None) -> str:
+        """The folder holding the foreign repo's ``train.py``: ``$<repo_env>``, else
+        ``$HARNESS_DASSL_REPOS/<repo name>/<repo_dir>``; KeyError (one line) when neither is set."""
+        environ = os.environ if environ is None else environ
+        if environ.get(self.repo_env):
+            return os.path.abspath(environ[self.repo_env])
+        if environ.get("HARNESS_DASSL_REPOS"):
+            root = os.path.join(environ["HARNESS_DASSL_REPOS"], self.repo.split("/")[-1], self.repo_dir)
+            return os.path.abspath(root.rstrip(os.sep))
+        raise KeyError(f"{self.folder} runs the official code of github.com/{self.repo}: set {self.repo_env} to its "
+                       f"checkout{'/' + self.repo_dir if self.repo_dir else ''} or HARNESS_DASSL_REPOS to the folder "
+                       "holding the checkouts")
 
     def base2new_cfg(self, dataset: str) -> str:
         return self.b2n_cfg_per_dataset.get(dataset, self.b2n_cfg)
@@ -88,29 +119,42 @@ def _declarations(directory: str = TRAINERS_DIR):
 def load_methods(directory: str = TRAINERS_DIR) -> dict:
     """``{key: MethodSpec}`` in table order, from the declarations of ``directory``."""
     names = [f for f in MethodSpec.__dataclass_fields__]
-    return {d["key"]: MethodSpec(**{n: d[n] for n in names}) for d in _declarations(directory)}
+    return {d["key"]: MethodSpec(**{n: d[n] for n in names if n in d}) for d in _declarations(directory)}
+
+
+def load_foreign_methods(order_after: int = 0) -> dict:
+    """``{key: MethodSpec}`` of ``repro.foreign_methods`` (official repos run through ``train.py --dassl-repo``)."""
+    names = [f for f in MethodSpec.__dataclass_fields__]
+    return {d["key"]: MethodSpec(**{n: d[n] for n in names if n in d}, order=order_after + i,
+                                 aliases=(f"{d['trainer']}@{d['source']}",))
+            for i, d in enumerate(FOREIGN_METHODS, 1)}
 
 
 METHODS = load_methods()
+#: foreign methods (official code), looked up by ``get_method`` like native ones, listed after them
+FOREIGN = load_foreign_methods(max((m.order for m in METHODS.values()), default=0))
 
-#: method order used by ``--methods all`` and the tables
+#: method order used by ``--methods all`` (native methods; foreign ones are named explicitly)
 METHOD_ORDER = tuple(METHODS)
+#: row order of the tables: native methods, then foreign ones
+TABLE_ORDER = METHOD_ORDER + tuple(FOREIGN)
 
 
 def get_method(name: str) -> MethodSpec:
     """Look a method up by key, trainer name or alias, case-insensitively; one-line error on a miss."""
     low = name.lower()
-    for spec in METHODS.values():
-        names = (spec.key, spec.trainer) + spec.aliases
+    for spec in list(METHODS.values()) + list(FOREIGN.values()):
+        names = (spec.key, spec.folder) + spec.aliases
         if low in (n.lower() for n in names):
             return spec
-    known = ", ".join(s.trainer for s in METHODS.values())
+    known = ", ".join(s.folder for s in list(METHODS.values()) + list(FOREIGN.values()))
     raise KeyError(f"unknown method {name!r}; expected one of: {known}")
 
 
 def canonical_trainer(name: str) -> str:
-    """Trainer folder name of an output tree -> our trainer name (``COMMA`` -> ``CoMMA``); unknown names unchanged."""
+    """Trainer folder name of an output tree -> our trainer name (``COMMA`` -> ``CoMMA``; a foreign method keeps
+    its source tag: ``MaPLe@upstream``); unknown names unchanged."""
     try:
-        return get_method(name).trainer
+        return get_method(name).folder
     except KeyError:
         return name

@@ -26,6 +26,7 @@ official scripts ran with; VPT fp32) and, with ``Context.upstream_numerics``,
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -200,8 +201,10 @@ class Context:
     ``configs/trainers`` and ``configs/datasets``; default ``repo_root``), ``output_root``,
     ``data_root``, user ``opts``, the xd ``source``, an optional config-name override,
     ``upstream_numerics`` (every job also passes ``TRAINER.<NODE>.UPSTREAM_NUMERICS True``),
-    ``weights`` (the released-weights folder of the ``released`` protocol) and ``opts_for`` (per
-    method key, opts given to that method's jobs only, after ``opts``: e.g. CoOp at 200 epochs)."""
+    ``weights`` (the released-weights folder of the ``released`` protocol), ``opts_for`` (per
+    method key, opts given to that method's jobs only, after ``opts``: e.g. CoOp at 200 epochs) and
+    ``clip_weights`` (the CLIP file foreign methods' own CLIP loading reads:
+    ``train.py --dassl-repo ... --clip-weights FILE --``)."""
 
     repo_root: str
     output_root: str
@@ -213,6 +216,7 @@ class Context:
     upstream_numerics: bool = False
     weights: str | None = None
     opts_for: dict = field(default_factory=dict)  # method key -> KEY VALUE opts of that method only (after opts)
+    clip_weights: str | None = None
 
 
 def cfg_node(spec: MethodSpec) -> str:
@@ -224,7 +228,7 @@ def method_opts(ctx: Context, spec: MethodSpec) -> list:
     """``TRAINER.<NODE>.PREC <official precision>`` (+ ``UPSTREAM_NUMERICS True`` when asked)."""
     node = cfg_node(spec)
     opts = [f"TRAINER.{node}.PREC", spec.prec]
-    if ctx.upstream_numerics:
+    if ctx.upstream_numerics and not spec.foreign:  # official code has no such key: it is upstream
         opts += [f"TRAINER.{node}.UPSTREAM_NUMERICS", "True"]
     return opts
 
@@ -239,16 +243,17 @@ def run_dir(ctx: Context, kind: str, spec: MethodSpec, dataset: str, seed, cfg: 
     k = shots_of(ctx.opts) if shots is None else shots
     root = ctx.output_root
     s = f"seed{seed}"
+    folder = spec.folder  # the trainer name; <trainer>@<source> for a foreign method's official code
     if kind == "base2new_train":
-        return os.path.join(root, "base2new", "train_base", dataset, f"shots_{k}", spec.trainer, cfg, s)
+        return os.path.join(root, "base2new", "train_base", dataset, f"shots_{k}", folder, cfg, s)
     if kind == "base2new_test":
-        return os.path.join(root, "base2new", "test_new", dataset, f"shots_{k}", spec.trainer, cfg, s)
+        return os.path.join(root, "base2new", "test_new", dataset, f"shots_{k}", folder, cfg, s)
     if kind == "xd_train":
-        return os.path.join(root, "xd", "train", dataset, spec.trainer, f"{cfg}_{k}shots", s)
+        return os.path.join(root, "xd", "train", dataset, folder, f"{cfg}_{k}shots", s)
     if kind == "xd_test":
-        return os.path.join(root, "xd", "test", dataset, spec.trainer, f"{cfg}_{k}shots", s)
+        return os.path.join(root, "xd", "test", dataset, folder, f"{cfg}_{k}shots", s)
     if kind == "fewshot":
-        return os.path.join(root, "fewshot", dataset, f"shots_{k}", spec.trainer, cfg, s)
+        return os.path.join(root, "fewshot", dataset, f"shots_{k}", folder, cfg, s)
     if kind in ("released_base", "released_new"):
         sub = "test_base" if kind == "released_base" else "test_new"
         return os.path.join(root, "released", "base2new", sub, dataset, f"shots_{k}", spec.trainer, cfg, s)
@@ -301,6 +306,14 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         k = 0  # nothing is trained: one evaluation on all classes stands for every K
     cfg = ctx.cfg_override or default_cfg(spec, kind, stem, k)
     croot = ctx.config_root or ctx.repo_root
+    args_root = ctx.repo_root  # what relative paths in the arguments are relative to (train.py's cwd)
+    if spec.foreign:
+        if kind not in ("base2new_train", "base2new_test", "xd_train", "xd_test", "fewshot"):
+            raise PlanError(f"{spec.folder} runs the official code: the {kind} protocol is not available for it")
+        repo = spec.repo_path()
+        croot = args_root = os.path.normpath(os.path.join(repo, spec.config_root))
+        ctx = dataclasses.replace(ctx, output_root=os.path.abspath(ctx.output_root),
+                                  data_root=os.path.abspath(ctx.data_root))  # their train.py runs in the repo
     cfg_file = os.path.join(resolve_config_dir(croot, spec.config_dir), cfg + ".yaml")
     ds_file = os.path.join(croot, "configs", "datasets", stem + ".yaml")
     out = run_dir(ctx, kind, spec, dataset, seed, cfg, k, params)
@@ -309,8 +322,8 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         if not os.path.isfile(path):
             problem = problem or f"{what} not found: {path}"
     args = ["--root", ctx.data_root] + (["--seed", str(seed)] if seed is not None else []) + \
-        ["--trainer", spec.trainer, "--dataset-config-file", _rel(ds_file, ctx.repo_root),
-         "--config-file", _rel(cfg_file, ctx.repo_root), "--output-dir", out]
+        ["--trainer", spec.trainer, "--dataset-config-file", _rel(ds_file, args_root),
+         "--config-file", _rel(cfg_file, args_root), "--output-dir", out]
     model_dir, load_epoch, deps, extra = None, None, (), {}
     if kind in ("base2new_test", "xd_test", "coop_eval") and not spec.zero_shot:
         if kind == "base2new_test":
@@ -352,6 +365,10 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         if kind == "coop_main":
             args += ["DATASET.NUM_SHOTS", str(k)]
     args += opts  # user opts last: they override the protocol's opts (yacs: last wins)
+    if spec.foreign:  # train.py --dassl-repo REPO [--clip-weights FILE] -- <the repo's own arguments>
+        harness = ["--dassl-repo", repo] + (["--clip-weights", os.path.abspath(ctx.clip_weights)]
+                                            if ctx.clip_weights else [])
+        args = harness + ["--"] + args
     if protocol is None:
         protocol = {"fewshot": "fewshot", "coop_main": "fewshot", "released_base": "released",
                     "released_new": "released", "zeroshot": "zeroshot"}.get(kind)

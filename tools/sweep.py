@@ -34,7 +34,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from engine.utils.io import atomic_write_json  # noqa: E402
-from repro.methods import METHOD_ORDER, METHODS, XD_SOURCE, get_method  # noqa: E402
+from repro.methods import FOREIGN, METHOD_ORDER, METHODS, XD_SOURCE, get_method  # noqa: E402
 from repro.plan import Context, PlanError, build_plan, expand_protocols, split_opts  # noqa: E402
 from repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  # noqa: E402
                                  default_train_py, plan_status, run_sweep)
@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", nargs="+", default=["all"],
                    help="base2new, xd, dg, fewshot, released, or all (= base2new xd dg)")
     p.add_argument("--methods", nargs="+", default=["CoMMA"],
-                   help=" ".join(METHODS[k].trainer for k in METHOD_ORDER) + ", or all (the registered methods)")
+                   help=" ".join(METHODS[k].trainer for k in METHOD_ORDER) + ", or all (the registered methods); "
+                        "the official code of a method: " + " ".join(s.folder for s in FOREIGN.values()) +
+                        " (checkouts from $HARNESS_DASSL_REPOS or $HARNESS_REPO_<NAME>; docs/DASSL_REPOS.md)")
     p.add_argument("--datasets", nargs="+", default=["all"],
                    help="base-to-novel datasets and xd targets (config stems), or all (the 11 of the papers)")
     p.add_argument("--dg-targets", nargs="+", default=None,
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-root", default=REPO_ROOT,
                    help="folder holding configs/trainers and configs/datasets (default: the repo)")
     p.add_argument("--cfg", default=None, help="use this config name for every method (smoke runs)")
+    p.add_argument("--clip-weights", default=None, metavar="FILE",
+                   help="foreign methods (e.g. MaPLe@upstream, the official code run through train.py --dassl-repo): "
+                        "the CLIP checkpoint their own CLIP loading reads, whatever architecture name they ask for")
     add_launcher_arguments(p)
     return p
 
@@ -156,7 +161,7 @@ def print_tables(protocols, output_root: str, plot_dir: str | None) -> None:
 PLAN_FILE = "sweep_plan.json"
 #: flags that choose the plan; --status without any of them reads the saved plan
 PLAN_FLAGS = ("--protocol", "--methods", "--datasets", "--dg-targets", "--source", "--seeds", "--shots", "--weights",
-              "--upstream-numerics", "--cfg", "--opts-for", "--data", "--config-root")
+              "--upstream-numerics", "--cfg", "--opts-for", "--data", "--config-root", "--clip-weights")
 
 
 def extract_opts_for(argv) -> tuple:
@@ -233,7 +238,8 @@ def main(argv=None) -> int:
                       data_root=os.path.abspath(args.data), opts=opts, source=args.source,
                       cfg_override=args.cfg, config_root=os.path.abspath(args.config_root),
                       upstream_numerics=args.upstream_numerics,
-                      weights=os.path.abspath(args.weights) if args.weights else None, opts_for=opts_for)
+                      weights=os.path.abspath(args.weights) if args.weights else None, opts_for=opts_for,
+                      clip_weights=os.path.abspath(args.clip_weights) if args.clip_weights else None)
         jobs = build_plan(ctx, protocols, args.methods, args.datasets, seeds, args.dg_targets, args.shots)
         state_path = os.path.join(ctx.output_root, STATE_FILE)
         state = SweepState(state_path) if os.path.isfile(state_path) else None

@@ -202,6 +202,24 @@ def default_settings(repo_root: str) -> dict:
     return effective_settings(cfg, argparse.Namespace())
 
 
+def _foreign_mismatch(output_dir: str, train_args: list, entry: dict, status: str, hint: str) -> str | None:
+    """A ``train.py --dassl-repo REPO [...] -- ARGS`` run: its config is built by the repo's own code, so
+    the record's repo, the repo's arguments and the clip weights are compared instead of the settings."""
+    split = train_args.index("--") if "--" in train_args else len(train_args)
+    ours, theirs = train_args[:split], train_args[split + 1:]
+    repo = ours[ours.index("--dassl-repo") + 1] if ours.index("--dassl-repo") + 1 < len(ours) else ""
+    weights = ours[ours.index("--clip-weights") + 1] if "--clip-weights" in ours[:-1] else ""
+    recorded = entry.get("args") if isinstance(entry.get("args"), dict) else {}
+    diffs = []
+    for key, old, new in (("--dassl-repo", recorded.get("dassl_repo"), os.path.realpath(repo) if repo else ""),
+                          ("repo arguments", recorded.get("repo_argv"), theirs),
+                          ("--clip-weights", recorded.get("clip_weights") or "",
+                           os.path.abspath(weights) if weights else "")):
+        if old != new:
+            diffs.append((key, old, new))
+    return mismatch_message(output_dir, diffs, status, hint) if diffs else None
+
+
 def check_settings(output_dir: str, train_args, repo_root: str, status: str, hint: str) -> str | None:
     """``None`` when ``output_dir`` has no record for this mode (a run that predates records) or its
     recorded settings equal the requested ones; else the one-line :func:`mismatch_message`."""
@@ -209,6 +227,8 @@ def check_settings(output_dir: str, train_args, repo_root: str, status: str, hin
     entry = read_record(output_dir).get(args_mode)
     if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
         return None
+    if "--dassl-repo" in list(train_args):
+        return _foreign_mismatch(output_dir, list(train_args), entry, status, hint)
     requested = requested_settings(train_args, repo_root)
     if entry.get("hash") == settings_hash(requested):
         return None

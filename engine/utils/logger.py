@@ -20,7 +20,7 @@ import time
 LOGGER_NAME = "harness"
 SEPARATOR_MARK = "=" * 20 + " new run "
 
-__all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path", "write_to_log_file"]
+__all__ = ["get_logger", "setup_logger", "LOGGER_NAME", "log_file_path", "write_to_log_file", "pin_console"]
 
 
 def _rank():
@@ -147,6 +147,22 @@ def log_to_stderr():
     for handler in [h for h in logger.handlers if getattr(h, "_harness_owned", False)]:
         logger.removeHandler(handler)
     handler = _own(logging.StreamHandler(sys.stderr))
+    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    handler.addFilter(_main_rank_or_warning)
+    logger.addHandler(handler)
+    return logger
+
+
+def pin_console(stream):
+    """Send the project logger's console output to ``stream`` itself, whatever ``sys.stdout`` later
+    becomes (e.g. the real stdout while ``sys.stdout`` is a tee into this logger). ``setup_logger``
+    undoes it."""
+    logger = get_logger()
+    for handler in [h for h in logger.handlers if isinstance(h, _StdoutHandler) or getattr(h, "_pinned", False)]:
+        logger.removeHandler(handler)
+    handler = _own(logging.StreamHandler(stream))
+    handler._pinned = True
     handler.setFormatter(_Formatter("%(message)s"))
     handler.setLevel(logging.INFO)
     handler.addFilter(_main_rank_or_warning)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from repro.report import fewshot_table, protocol
-from repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, METHOD_ORDER,
+from repro.methods import (BASE2NEW_DATASETS, DATASET_TITLES, DG_TARGETS, TABLE_ORDER,
                                   XD_SOURCE, XD_TARGETS, get_method)
 
 DASH = "—"
@@ -77,9 +77,9 @@ def _row_name(trainer: str, cfg: str, shots: int, split: bool) -> str:
 
 def _method_rank(name: str):
     try:
-        return (METHOD_ORDER.index(get_method(name.split(" [")[0]).key), name)
+        return (TABLE_ORDER.index(get_method(name.split(" [")[0]).key), name)
     except (KeyError, ValueError):
-        return (len(METHOD_ORDER), name)
+        return (len(TABLE_ORDER), name)
 
 
 def _order_datasets(names, paper):
