@@ -4,8 +4,9 @@ Drives CLIP's own ``positional_embedding``, ``transformer.resblocks`` (their ``a
 ``mlp`` and ``ln_2``, with CLIP's causal mask), ``ln_final`` and ``text_projection``; CLIP itself is
 not modified. OpenCLIP text towers (``engine.backbone.open_clip_backbone``) are driven the same way,
 each block through its own ``forward`` (layer scale, batch-first attention) with the cropped mask.
-The caller builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``. Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the
-deep prompt P_t^j (``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
+The caller builds the token embeddings, with the shallow prompt P_t^1 already at positions ``1..n``.
+Before block j (1-based, j = 2..J) positions ``1..n`` are overwritten by the deep prompt P_t^j
+(``deep_prompts[j-2]``). Prompts beyond the last block are ignored.
 
 Speed and memory (``engine.backbone.text_plan``): because attention is causal, a pass runs only the
 first ``max EOT index + 1`` positions (exact truncation), rows can be encoded in chunks with
