@@ -43,7 +43,7 @@ def test_train_help_lists_every_registered_trainer():
 
     text = " ".join(_help("train.py").split())
     listed = re.search(r"--trainer TRAINER method \(TRAINER.NAME\): (.*?) --backbone", text).group(1).split(", ")
-    assert sorted(listed) == sorted(TRAINER_REGISTRY._obj_map)
+    assert sorted(listed) == sorted(TRAINER_REGISTRY.registered_names())
     assert len(listed) == len(set(listed)) >= 10
 
 
