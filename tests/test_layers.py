@@ -5,6 +5,7 @@ inside functions and classes, and the module graph is built from them:
 
 * ``import a.b.c`` and ``from a.b import c`` make an edge to the deepest repository module they name
   (``a.b.c`` when it is a module, else ``a.b``); relative imports are resolved against the importer's package;
+  a script in a folder that is not a package (``tools/benchmark.py``) also imports from that folder;
 * a package whose ``__init__`` re-exports names lazily (PEP 562 ``__getattr__`` reading a module-level
   ``{"name": "submodule"}`` table, as ``engine.utils`` does) has an edge to every submodule of that table,
   and ``from package import name`` makes an edge to the submodule that defines ``name``;
@@ -88,12 +89,15 @@ def build_graph(root=REPO_ROOT):
             trees[name] = ast.parse(f.read(), filename=path)
     lazy = {name: _lazy_exports(tree) for name, tree in trees.items() if modules[name][1]}
 
-    def deepest(dotted):
+    def deepest(dotted, script_dir=""):
+        """The deepest repository module ``dotted`` names; a script in a folder that is not a package
+        (``tools/``) also imports from its own folder (``sys.path[0]``), as ``<folder>.<dotted>``."""
         parts = dotted.split(".")
-        for n in range(len(parts), 0, -1):
-            candidate = ".".join(parts[:n])
-            if candidate in modules:
-                return candidate
+        for prefix in ([script_dir.split(".")] if script_dir else []) + [[]]:
+            for n in range(len(parts), 0, -1):
+                candidate = ".".join(prefix + parts[:n])
+                if candidate in modules:
+                    return candidate
         return None
 
     edges = {}
@@ -105,6 +109,7 @@ def build_graph(root=REPO_ROOT):
     for name, tree in trees.items():
         path, is_package = modules[name]
         package = name if is_package else name.rpartition(".")[0]
+        script_dir = package if package and package not in modules else ""
         for (pkg, table) in lazy.items():
             if pkg == name:
                 for sub in sorted(set(table.values())):
@@ -113,7 +118,7 @@ def build_graph(root=REPO_ROOT):
             where = f"{os.path.relpath(path, root)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    add(name, deepest(alias.name), where)
+                    add(name, deepest(alias.name, script_dir), where)
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".") if package else []
@@ -122,6 +127,8 @@ def build_graph(root=REPO_ROOT):
                 else:
                     source = node.module
                 for alias in node.names:
+                    if not node.level and script_dir and deepest(source, script_dir) != deepest(source):
+                        source = f"{script_dir}.{source}"  # a script importing from its own folder
                     full = f"{source}.{alias.name}" if source else alias.name
                     if full in modules:
                         add(name, full, where)
@@ -224,8 +231,9 @@ def test_the_graph_sees_the_repository(graph):
     modules, edges = graph
     # the scan finds the layers and the imports that cross them, function-level and lazy ones included
     for name in ("engine.trainer", "engine.api", "engine.runs.record", "trainers.coop", "repro.plan", "train",
-                 "tools.sweep", "engine.utils.logger"):
+                 "tools.sweep", "engine.utils.logger", "tools.benchmarking.cli"):
         assert name in modules, name
+    assert ("tools.benchmark", "tools.benchmarking.cli") in edges  # a script importing from its own folder
     assert ("engine.api", "trainers") in edges or any(a == "engine.api" and _under(b, "trainers") for a, b in edges)
     assert ("tools.sweep", "repro.plan") in edges
     assert ("engine.utils", "engine.utils.logger") in edges  # the PEP 562 table
