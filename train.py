@@ -21,14 +21,16 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from repro.methods import trainer_names  # noqa: E402  (torch-free: the METHOD declarations, read with ast)
+
 EXIT_USAGE = 2
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Train or evaluate a prompt-learning method on CLIP (CoMMA, MaPLe, CoOp, CoCoOp, IVLP, VPT, "
-                    "zero-shot CLIP). Flags and config keys are those of the CoOp/MaPLe/COMMA train.py; "
-                    "trailing KEY VALUE pairs override the config (docs/CONFIG.md).",
+        description="Train or evaluate a prompt-learning method on CLIP (--trainer lists them). Flags and "
+                    "config keys are those of the CoOp/MaPLe/COMMA train.py; trailing KEY VALUE pairs override "
+                    "the config (docs/CONFIG.md).",
         epilog="example: python train.py --root data --trainer CoMMA "
                "--config-file configs/trainers/CoMMA/vit_b16_c2_ep5_batch4_2ctx.yaml "
                "--dataset-config-file configs/datasets/shapes.yaml --seed 1 --output-dir output/run1 "
@@ -53,8 +55,7 @@ def build_parser():
     parser.add_argument("--dataset-config-file", type=str, default="",
                         help="dataset config YAML, e.g. configs/datasets/caltech101.yaml")
     parser.add_argument("--trainer", type=str, default="",
-                        help="method (TRAINER.NAME): "
-                             "CoMMA, MaPLe, CoOp, CoCoOp, IVLP, VPT, ZeroshotCLIP, ZeroshotCLIP2")
+                        help="method (TRAINER.NAME): " + ", ".join(trainer_names()))
     parser.add_argument("--backbone", type=str, default="",
                         help="CLIP model (MODEL.BACKBONE.NAME), e.g. ViT-B/16 or RN50; ViT-Tiny/16 for tests")
     parser.add_argument("--head", type=str, default="",

@@ -13,7 +13,8 @@ from engine.data.folders import require_dir, require_file, resolve_root
 from engine.data.splits import listdir_sorted, read_text_lines
 from engine.utils.logger import get_logger
 
-CLASSNAMES_HINT = "classnames.txt: one '<wnid> <class name>' line per class; copy it from the CoOp repo's imagenet notes"
+CLASSNAMES_HINT = ("classnames.txt: one '<wnid> <class name>' line per class; copy it from the CoOp repo's "
+                   "imagenet notes")
 
 
 def read_classnames(path):

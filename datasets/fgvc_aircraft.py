@@ -8,7 +8,8 @@ from engine.data.base_dataset import DatasetError
 from engine.data.split_dataset import SplitDataset
 from engine.data.splits import read_text_lines
 
-HINT = "the data/ folder of fgvc-aircraft-2013b (https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/) renamed to fgvc_aircraft"
+HINT = ("the data/ folder of fgvc-aircraft-2013b (https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/) renamed to "
+        "fgvc_aircraft")
 
 
 @DATASET_REGISTRY.register()

@@ -11,7 +11,7 @@ needs any other class stops with a one-line error naming it and pointing to
 ``tools/convert_checkpoint.py ... --trust``, which stubs *every* class (still running none of them).
 
 A file that cannot be read at all (empty, truncated, damaged, not a PyTorch file) or whose stored
-``checksum_sha256`` does not match (our files, ``engine.checkpoint``) raises a one-line
+``checksum_sha256`` does not match (our files, ``engine.checkpoint_format``) raises a one-line
 ``CheckpointError`` naming it; nothing in it is executed.
 
 Public API: :func:`load_official_or_native` (used by ``trainers.base.PromptTrainer.load_model``),
@@ -21,6 +21,8 @@ import os
 
 import torch
 
+from engine.checkpoint_format import (CHECKSUM_KEY, RECOVER_HINT, CheckpointError, checkpoint_file_problem,
+                                      load_error_detail, torch_load_quiet, verify_checkpoint)
 from engine.utils.logger import get_logger
 
 logger = get_logger()
@@ -107,9 +109,6 @@ def safe_load(path, trust=False):
     ``trust=True`` stands in inert stubs for every class the file names (no code of theirs runs).
     Raises ``ValueError`` (one line) naming a class outside the allow-list.
     """
-    from engine.checkpoint import (RECOVER_HINT, CheckpointError, checkpoint_file_problem, load_error_detail,
-                                   torch_load_quiet)
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     problem = checkpoint_file_problem(path)
@@ -180,8 +179,6 @@ def load_official_or_native(path, trust=False, quiet=False):
     Key mapping (official MaPLe/COMMA whole-model keys, CoOp prompt-learner keys) is the model's job
     (``PromptCLIP.load_legacy_state_dict``). A stored checksum is verified; ``quiet`` skips the log line.
     """
-    from engine.checkpoint import CHECKSUM_KEY, verify_checkpoint
-
     raw = safe_load(path, trust=trust)
     if isinstance(raw, dict) and CHECKSUM_KEY in raw:
         verify_checkpoint(raw, path)

@@ -110,10 +110,18 @@ class MethodSpec:
                 or self.fewshot_cfg or self.base2new_cfg(dataset))
 
 
+def _declarations_module(directory: str):
+    return _load_by_path("_harness_method_declarations", os.path.join(directory, "config.py"))
+
+
 def _declarations(directory: str = TRAINERS_DIR):
     """The completed ``METHOD`` declarations of ``directory`` (``trainers/config.py`` loaded by path)."""
-    module = _load_by_path("_harness_method_declarations", os.path.join(directory, "config.py"))
-    return module.method_declarations(directory)
+    return _declarations_module(directory).method_declarations(directory)
+
+
+def trainer_names(directory: str = TRAINERS_DIR) -> list:
+    """Every trainer class name ``train.py --trainer`` accepts (``trainers.config.trainer_names``), torch-free."""
+    return _declarations_module(directory).trainer_names(directory)
 
 
 def load_methods(directory: str = TRAINERS_DIR) -> dict:

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from repro.methods import (BASE2NEW_DATASETS, DG_TARGETS, METHOD_ORDER, XD_SOURCE,
-                                  XD_TARGETS, MethodSpec, get_method)
+from repro.errors import PlanError
+from repro.methods import BASE2NEW_DATASETS, DG_TARGETS, METHOD_ORDER, XD_SOURCE, XD_TARGETS, MethodSpec, get_method
+from repro.released import discover, weights_for
 
 PROTOCOLS = ("base2new", "xd", "dg", "fewshot", "released")
 PAPER_PROTOCOLS = ("base2new", "xd", "dg")  # what ``--protocol all`` means
@@ -48,10 +49,6 @@ FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 #: scripts/coop/main.sh defaults of the CoOp repo's eval.sh (the ImageNet model it evaluates)
 COOP_DEFAULTS = {"ctp": "end", "nctx": 16, "csc": "False"}
 DASSL_DEFAULT_MAX_EPOCH = 10
-
-
-class PlanError(ValueError):
-    """Bad sweep/job input (unknown protocol, odd opts, unreadable config)."""
 
 
 @dataclass
@@ -339,8 +336,6 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
         if spec.zero_shot:
             raise PlanError(f"{spec.trainer} has no learned weights to evaluate; released weights need a "
                             "prompt-learning method")
-        from repro.released import weights_for
-
         weights_dir = weights_for(ctx.weights, stem, seed)
         extra["weights_dir"] = weights_dir
         load_epoch, problem = _load_epoch(cfg_file, opts, problem)
@@ -446,8 +441,6 @@ def build_plan(ctx: Context, protocols, methods, datasets, seeds, dg_targets=Non
 
     for proto in protos:
         if proto == "released":
-            from repro.released import discover
-
             found = discover(ctx.weights, None if list(datasets) == ["all"] else b2n, seeds)
             for key in specs:
                 for seed in sorted({s for _, s in found}):

@@ -8,7 +8,7 @@ unzipped release folder. A folder of several datasets therefore reads::
 
 ``<dataset>`` is the dataset's config name (``caltech101``) or its table title (``Caltech101``,
 ``Flowers102``), in any case. ``<weights>/base/seed<N>`` (one dataset's folder itself) is accepted
-too when exactly one dataset is named. Bad input raises :class:`repro.plan.PlanError` with
+too when exactly one dataset is named. Bad input raises :class:`repro.errors.PlanError` with
 one line naming the folder and the expected layout.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 
+from repro.errors import PlanError
 from repro.methods import BASE2NEW_DATASETS, DATASET_TITLES
 
 LAYOUT = "<weights>/<dataset>/base/seed<N>/<model name>/model.pth.tar-<epoch> (the MaPLe/COMMA release layout)"
@@ -23,8 +24,6 @@ _SEED = re.compile(r"^seed(\d+)$")
 
 
 def _error(msg: str):
-    from repro.plan import PlanError
-
     return PlanError(msg)
 
 

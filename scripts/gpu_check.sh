@@ -17,7 +17,7 @@
 #   GPU_CHECK_BUDGET_S   seconds for the whole script (default 540); each step gets what is left
 #   GPU_CHECK_CLASSES    class counts (default "100 1000"; cpu: "5")
 #   GPU_CHECK_PRECS      "config" (each config's PREC) and/or fp32 fp16 bf16 amp (default "config amp")
-#   GPU_CHECK_METHODS    benchmark method specs (default: all seven, plus CoMMA:TRAINER.COMMA.KD_TOKENS=real
+#   GPU_CHECK_METHODS    benchmark method specs (default: the seven of the COMMA paper's comparison, plus CoMMA:TRAINER.COMMA.KD_TOKENS=real
 #                        when the config has that key)
 #   GPU_CHECK_BEFORE     a checkout of an earlier commit: also benchmarked (--code-root, label "before",
 #                        configs' precision only)

@@ -34,7 +34,8 @@ def method_cfg(method, **node_opts):
     cfg = get_cfg_default()
     extend_cfg(cfg)
     spec = get_method(method)
-    merge_from_file(cfg, os.path.join(REPO, "configs", "trainers", spec.config_dir, spec.base2new_cfg("shapes") + ".yaml"))
+    merge_from_file(cfg, os.path.join(REPO, "configs", "trainers", spec.config_dir,
+                                      spec.base2new_cfg("shapes") + ".yaml"))
     cfg.MODEL.BACKBONE.NAME = "ViT-Tiny/16"
     cfg.MODEL.BACKBONE.RANDOM_INIT = True
     cfg.INPUT.SIZE = (32, 32)

@@ -191,7 +191,8 @@ def test_imagenet_shot_pickle_holds_train_only(tmp_path, dassl_module):
 def _load_tool():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_fewshot_tool", os.path.join(REPO, "tools", "convert_fewshot.py"))
+    spec = importlib.util.spec_from_file_location("convert_fewshot_tool",
+                                                  os.path.join(REPO, "tools", "convert_fewshot.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

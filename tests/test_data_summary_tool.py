@@ -67,4 +67,5 @@ def test_tool_matches_train_py(tmp_path):
 def test_tool_bad_input(tmp_path):
     res = _run("--root", str(tmp_path / "missing"), "--dataset-config-file", "configs/datasets/dtd.yaml")
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines()[-1] == f"error: dataset root not found: {tmp_path / 'missing'} (DATASET.ROOT / --root)"
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: dataset root not found: {tmp_path / 'missing'} (DATASET.ROOT / --root)")

@@ -214,8 +214,11 @@ def test_two_processes_save_the_one_process_checkpoint(runs, name):
     one, two = _state(runs["base"], "one", name, epoch), _state(runs["base"], "two", name, epoch)
     assert sorted(one) == sorted(two) and one["epoch"] == two["epoch"] == epoch
     _assert_same_tensors(one["state_dict"], two["state_dict"], f"{name} prompts")
-    momentum = lambda ckpt: {str(k): v["momentum_buffer"] for k, v in ckpt["optimizer"]["state"].items()
-                             if v.get("momentum_buffer") is not None}
+
+    def momentum(ckpt):
+        return {str(k): v["momentum_buffer"] for k, v in ckpt["optimizer"]["state"].items()
+                if v.get("momentum_buffer") is not None}
+
     # momentum = summed gradients, whose class terms partly cancel: float noise of the order that
     # merely chunking the text pass differently (MODEL.TEXT_ENCODER.CHUNK_SIZE) causes in one process
     _assert_same_tensors(momentum(one), momentum(two), f"{name} optimiser state", rel=1e-4)

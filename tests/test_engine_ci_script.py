@@ -49,6 +49,24 @@ def test_ci_run_checks_random_order_without_shared_and_newest_versions():
         assert proc.returncode == 0, script + proc.stderr
 
 
+def test_ci_run_lints_with_ruff_after_the_tests(tmp_path):
+    text = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
+    steps = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert steps.index('"$PYTHON" -m ruff check .') > steps.index("bash scripts/test.sh")
+    assert os.path.isfile(os.path.join(REPO, "ruff.toml"))
+    if subprocess.run(["python", "-m", "ruff", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("ruff is not installed (bash scripts/install.sh)")
+    # the project's config: an unused import (pyflakes) and a line over 120 characters fail, 120 pass
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n" + "x = '" + "a" * 114 + "'\n" + "y = '" + "b" * 115 + "'\n")
+    proc = subprocess.run(["python", "-m", "ruff", "check", "--config", os.path.join(REPO, "ruff.toml"),
+                           "--output-format", "concise", "--no-cache", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    found = sorted(re.findall(r"bad\.py:(\d+):\d+: (\w+)", proc.stdout))
+    assert found == [("1", "F401"), ("3", "E501")], proc.stdout
+
+
 def _test_order(proc):
     return [ln.split(" ")[0] for ln in proc.stdout.splitlines() if ln.startswith("tests/") and "PASSED" in ln]
 

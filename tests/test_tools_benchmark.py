@@ -219,3 +219,15 @@ def test_too_few_class_names_one_line_error(tmp_path):
     proc = _run(["--methods", "CoOp", "--classes", "5", "--classnames", str(names)], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: --classnames {names}: 2 class names, fewer than --classes 5"
+
+
+def test_code_root_without_the_python_api_is_refused(tmp_path):
+    """Checkouts older than engine/api.py are not supported (the tool builds through engine.api)."""
+    old = tmp_path / "old"
+    for package in ("engine", "trainers"):
+        (old / package).mkdir(parents=True)
+        (old / package / "__init__.py").write_text("")
+    proc = _run(["--methods", "CoOp", "--code-root", str(old)], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: --code-root {old.resolve()}: no engine/api.py (checkouts older than "
+                                   "the Python API are not supported)")

@@ -81,7 +81,8 @@ def test_cache_is_content_addressed_and_loads_through_the_backbone_loader(tmp_pa
     assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
     meta = json.loads((tmp_path / (os.path.basename(path)[:-3] + ".json")).read_text())
     assert meta["recipe"]["seed"] == 1 and meta["weights"] == os.path.basename(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([os.path.basename(path), meta["weights"][:-3] + ".json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([os.path.basename(path),
+                                                                 meta["weights"][:-3] + ".json"])
 
 
 def test_cli_print_recipe_and_bad_steps(tmp_path, capsys):

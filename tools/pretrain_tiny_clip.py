@@ -32,8 +32,10 @@ def build_parser():
     from demo.tiny_pretrain import CHECKPOINT_EVERY, Recipe
 
     d = Recipe()
-    p = argparse.ArgumentParser(description="Pretrain the tiny demo CLIP on drawn Shapes (cached; prints the weights path)")
-    p.add_argument("--cache-dir", default="", help="folder of the cached weights (default: $CLIP_CACHE_DIR or ~/.cache/clip)")
+    p = argparse.ArgumentParser(
+        description="Pretrain the tiny demo CLIP on drawn Shapes (cached; prints the weights path)")
+    p.add_argument("--cache-dir", default="",
+                   help="folder of the cached weights (default: $CLIP_CACHE_DIR or ~/.cache/clip)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"pretraining seed (default {d.seed})")
     p.add_argument("--steps", type=int, default=d.steps,
                    help=f"optimiser steps (default {d.steps}); part of the recipe, so another value is another "

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from engine.backbone import PromptedImageEncoder, PromptedTextEncoder, load_clip
 from engine.backbone.prompted_text import default_text_plan
 from engine.backbone.text_plan import TextPlan
+from engine.checkpoint_format import CheckpointError
 from engine.distributed import shard_text_rows
+from engine.legacy_checkpoint import load_official_or_native
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import check_prec, learned_dtype, resolve_precision
 from engine.trainer import TRAINER_REGISTRY, TrainerX
@@ -328,16 +330,12 @@ class PromptTrainer(TrainerX):
             raise ValueError(f"{source} holds none of the tensors of {name} (expected e.g. {expected[:3]})")
         missing = [k for k in expected if k not in state]
         if missing:  # another method's checkpoint, or one missing learned tensors: never evaluate half of it
-            from engine.checkpoint import CheckpointError
-
             raise CheckpointError(f"{source} does not fit {name} of {type(self).__name__}: {len(missing)} of its "
                                   f"{len(expected)} learned tensors are missing ({', '.join(missing[:4])}"
                                   f"{', ...' if len(missing) > 4 else ''}); is it another method's checkpoint?")
         own = set(module.state_dict())
         unexpected = [k for k in state if k not in own]
         if unexpected:  # learned tensors this model does not have: another method's (or setting's) checkpoint
-            from engine.checkpoint import CheckpointError
-
             raise CheckpointError(f"{source} does not fit {name} of {type(self).__name__}: it holds "
                                   f"{len(unexpected)} learned tensor(s) this model does not have "
                                   f"({', '.join(unexpected[:4])}"
@@ -352,6 +350,4 @@ class PromptTrainer(TrainerX):
 
     def read_checkpoint(self, path):
         """Our checkpoints and the official CoOp/CoCoOp/MaPLe/COMMA ones (safe, allow-listed loader)."""
-        from engine.legacy_checkpoint import load_official_or_native
-
         return load_official_or_native(path)

@@ -180,6 +180,36 @@ def method_declarations(directory=HERE):
     return [dict(d) for d in decls]
 
 
+def _registered_classes(path):
+    """Names of the classes of ``path`` registered as trainers: decorated ``@register_method(...)`` or
+    ``@TRAINER_REGISTRY.register(...)`` (read with :mod:`ast`), in file order."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    names = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            func = deco.func if isinstance(deco, ast.Call) else deco
+            if (isinstance(func, ast.Name) and func.id == "register_method") or (
+                    isinstance(func, ast.Attribute) and func.attr == "register"
+                    and isinstance(func.value, ast.Name) and func.value.id == "TRAINER_REGISTRY"):
+                names.append(node.name)
+                break
+    return names
+
+
+def trainer_names(directory=HERE):
+    """Every trainer class name ``--trainer`` accepts (aliases aside), torch-free: each declared method's
+    trainer in declaration order, followed by the other trainer classes its module registers (e.g.
+    ``ZeroshotCLIP2`` after ``ZeroshotCLIP``)."""
+    names = []
+    for decl in method_declarations(directory):
+        names.append(decl["trainer"])
+        names += [c for c in _registered_classes(decl["path"]) if c != decl["trainer"] and c not in names]
+    return names
+
+
 def extend_cfg(cfg, directory=HERE):
     """Add ``TRAINER.<node>`` with its declared defaults for every declared method, then every
     method's ``extra_config`` nodes and keys (see the module docstring), in place; returns ``cfg``."""

@@ -60,7 +60,8 @@ _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (CoCoOp base-to-novel); also set by extend_cfg
 _C.DATASET.TEMPLATE = ""  # added: hand-crafted prompt template override, e.g. "a photo of a {}."
 _C.DATASET.CSV_FILE = ""  # added: the CSV file of the generic CSV dataset
-_C.DATASET.ALLOW_GENERATED_SPLIT = False  # added: a missing CoOp split file is generated (not the published one) instead of an error
+# added: a missing CoOp split file is generated (not the published one) instead of an error
+_C.DATASET.ALLOW_GENERATED_SPLIT = False
 
 ###########################
 # Dataloader

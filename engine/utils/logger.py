@@ -8,7 +8,7 @@ job keeps one ``log.txt`` (parsers read its last result block).
 In a ``torchrun`` run only rank 0 logs INFO and writes ``log.txt``; the other ranks print only
 WARNING and above, prefixed ``[rank r]``.
 A ``log.txt`` that cannot be written (full disk, quota, permissions) stops the run at the record that
-failed with one ``WriteError`` line naming the file (``engine.utils.io``), never a logging traceback
+failed with one ``WriteError`` line naming the file (``engine.utils.write_errors``), never a logging traceback
 per record; the console keeps logging. :func:`write_to_log_file` adds a line (e.g. ``train.py``'s
 ``error: ...``) to ``log.txt`` only.
 """
@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 import time
+
+from engine.utils.write_errors import as_write_error
 
 LOGGER_NAME = "harness"
 SEPARATOR_MARK = "=" * 20 + " new run "
@@ -74,14 +76,10 @@ class _LogFileHandler(logging.FileHandler):
             super().emit(record)
 
     def handleError(self, record):
-        import sys as _sys
-
-        err = _sys.exc_info()[1]
+        err = sys.exc_info()[1]
         if not isinstance(err, OSError):
             return super().handleError(record)
         self.failed = True
-        from engine.utils.io import as_write_error
-
         converted = as_write_error(err, self.baseFilename, len(self.format(record)) + 1)
         with _suppress():
             self.close()
@@ -201,8 +199,6 @@ def setup_logger(output=None):
                 with open(fpath, "a", encoding="utf-8") as f:
                     f.write(f"\n{SEPARATOR_MARK}{stamp} " + "=" * 20 + "\n")
             except OSError as err:
-                from engine.utils.io import as_write_error
-
                 raise (as_write_error(err, fpath) or err) from None
         file_handler = _own(_LogFileHandler(fpath, mode="a", encoding="utf-8"))
         file_handler.setFormatter(_Formatter("%(message)s"))
