@@ -25,21 +25,24 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: when it is the prefix or lies under it (``engine`` matches ``engine.trainer``, not ``engineering``).
 LAYERS = [
     # the engine: core machinery, knows no method, dataset, demo, plan or tool
-    ("engine", ("trainers", "datasets", "demo", "repro", "tools", "train"), ("engine.api",)),
+    ("engine", ("trainers", "datasets", "demo", "repro", "compat", "tools", "train"), ("engine.api",)),
     # ... except its one entry point that builds a method's trainer for a dataset
-    ("engine.api", ("demo", "repro", "tools", "train"), ()),
+    ("engine.api", ("demo", "repro", "compat", "tools", "train"), ()),
     # run artefacts (records, metrics, locks, log parsing) are read without the training machinery
     ("engine.runs", ("engine.trainer", "engine.api"), ()),
     # methods, dataset classes and the demo build on the engine only
-    ("trainers", ("repro", "tools", "train"), ()),
-    ("datasets", ("repro", "tools", "train"), ()),
-    ("demo", ("repro", "tools", "train"), ()),
+    ("trainers", ("repro", "compat", "tools", "train"), ()),
+    ("datasets", ("repro", "compat", "tools", "train"), ()),
+    ("demo", ("repro", "compat", "tools", "train"), ()),
+    # the Dassl compatibility layer runs foreign research code on the engine; it knows none of ours
+    ("compat", ("trainers", "datasets", "demo", "repro", "tools", "train"), ()),
     # planning, execution and reporting of experiments; the tools and train.py sit on top of everything
     ("repro", ("tools", "train"), ()),
 ]
 
-#: folders never scanned: build outputs, caches, run outputs, data
-SKIP_DIRS = {"__pycache__", "build", "dist", "output", "data", "node_modules"}
+#: folders never scanned: build outputs, caches, run outputs, data, and the foreign-style research repo of the
+#: Dassl runner's tests (its own ``train.py``, ``trainers``, ``datasets`` and ``clip``, run in its own process)
+SKIP_DIRS = {"__pycache__", "build", "dist", "output", "data", "node_modules", "dassl_research_repo"}
 
 
 def _under(name, prefix):
