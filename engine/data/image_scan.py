@@ -29,6 +29,7 @@ from engine.utils.logger import get_logger
 
 from .base_dataset import DatasetError
 from .image_check import check_images_exist
+from .image_modes import NEEDS_PIXELS, UnsupportedImage, mode_reason, to_rgb
 
 MODES = ("exists", "header", "decode")
 CACHE_FILE = ".image_check.json"
@@ -78,8 +79,11 @@ def probe_image(path, mode="header"):
             fmt = img.format
             if not img.width or not img.height:
                 return f"{fmt} image of size {img.width}x{img.height}"
-            if mode == "decode":
-                img.load()
+            unsupported = mode_reason(img.mode)
+            if unsupported:
+                return unsupported
+            if mode == "decode" or img.mode in NEEDS_PIXELS:  # the range of I/F images is in their pixels
+                to_rgb(img)
                 return None
             with open(path, "rb") as f:
                 f.seek(max(0, size - _TAIL))
@@ -94,6 +98,8 @@ def probe_image(path, mode="header"):
             except (OSError, ValueError, SyntaxError) as e:
                 return f"truncated {fmt} ({size:,} bytes; {e})"
         return None
+    except UnsupportedImage as e:
+        return str(e)
     except UnidentifiedImageError:
         return f"not an image (unrecognised format; {size:,} bytes starting with {head[:8]!r})"
     except (OSError, ValueError, SyntaxError) as e:
