@@ -109,6 +109,11 @@ def merge_from_file(cfg, path):
     except yaml.YAMLError as e:
         detail = " ".join(str(e).split())
         raise ConfigError(f"malformed YAML in {path}: {detail}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start}; a binary file?); save it as UTF-8 YAML") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path} ({e.strerror or e})") from None
     if data is None:
         return cfg
     if not isinstance(data, dict):
