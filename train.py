@@ -188,6 +188,7 @@ def _run_with_cfg(args, cfg):
     lock = Lock(os.path.join(cfg.OUTPUT_DIR, RUN_LOCK), what=f"the output folder {cfg.OUTPUT_DIR}",
                 hint="two runs must not write one folder: wait for that run, stop it, or choose another --output-dir")
     with lock:
+        lock.write_guard(cfg.OUTPUT_DIR)  # lost to another run (paused too long): stop, write nothing more
         return _run_locked(args, cfg)
 
 

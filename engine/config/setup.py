@@ -182,7 +182,12 @@ def _lookup(cfg, full_key):
 
 
 def validate_cfg(cfg):
-    """Check the fixed-choice keys and every ``TRAINER.<NODE>.PREC``; raise ConfigError on a bad value."""
+    """Check the fixed-choice keys, every ``TRAINER.<NODE>.PREC`` and ``OPTIM.MAX_EPOCH`` (at least 1: the
+    LR schedule divides by it, and 0 epochs would "train" nothing); raise ConfigError on a bad value."""
+    epochs = cfg.OPTIM.MAX_EPOCH
+    if isinstance(epochs, int) and epochs < 1:
+        raise ConfigError(f"bad value for OPTIM.MAX_EPOCH: {epochs}; expected at least 1 (the number of training "
+                          "epochs; to evaluate without training use --eval-only)")
     for full_key, choices in CHOICES.items():
         value = _lookup(cfg, full_key)
         if value not in choices:
