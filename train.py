@@ -238,6 +238,26 @@ def _interrupted_line(err, args):
             f"checkpoint in {out} (if any)")
 
 
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote worker",
+              "NCCL communicator was aborted", "Socket Timeout", "failed to recv", "Timed out waiting")
+
+
+def _peer_failure_line(err):
+    """One line for a rank of a ``torchrun`` run whose collective failed because another rank ended
+    (its own error line says why); None for any other error (a real bug keeps its traceback)."""
+    from engine.utils.signals import under_torchrun
+
+    text = str(err)
+    if not under_torchrun() or not any(key in text for key in _PEER_GONE):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = first.split("] ", 1)[-1] if first.startswith("[/") else first  # drop gloo's source location
+    first = first.split(". ", 1)[0]
+    rank = os.environ.get("RANK", "?")
+    return (f"error: [rank {rank}] stopped: another rank of this torchrun run ended first ({first[:120]}); "
+            "that rank's error line says why")
+
+
 def _report(line, status):
     """Print ``line`` to stderr, append it to log.txt (when the logger has one); return ``status``."""
     from engine.utils.logger import write_to_log_file
@@ -255,6 +275,7 @@ def main(argv=None):
     signals.install()
     try:
         signals.die_with_parent()  # under the sweep: SIGTERM when the sweep dies
+        signals.die_with_launcher()  # a torchrun rank: SIGTERM when torchrun dies
         return run(args)
     except signals.Interrupted as e:
         if os.environ.get("HARNESS_TRACEBACK") == "1":
@@ -264,6 +285,11 @@ def main(argv=None):
         if os.environ.get("HARNESS_TRACEBACK") == "1":
             raise
         return _report(f"error: {e}", EXIT_USAGE)
+    except RuntimeError as e:  # under torchrun: a collective broken because another rank ended first
+        line = _peer_failure_line(e)
+        if line is None or os.environ.get("HARNESS_TRACEBACK") == "1":
+            raise
+        return _report(line, EXIT_USAGE)
     finally:
         signals.uninstall()
 
