@@ -225,6 +225,31 @@ def test_sweep_on_an_output_root_it_cannot_create_is_one_line(tmp_path):
     assert r.stderr.startswith(f"ERROR: cannot create {blocker / 'sweep'}: {blocker} is a file, not a folder")
 
 
+def test_sweep_on_a_read_only_output_root_is_one_line(tmp_path, monkeypatch, capsys):
+    """The failure: a traceback (root ignores permission bits here, so the kernel's refusal is injected)."""
+    import importlib.util
+
+    import repro.runner as runner
+
+    root = tmp_path / "ro"
+    real = os.makedirs
+
+    def makedirs(path, *a, **k):
+        if str(path).startswith(str(root)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(runner.os, "makedirs", makedirs)
+    spec = importlib.util.spec_from_file_location("sweep_tool", os.path.join(REPO, "tools", "sweep.py"))
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    rc = sweep.main(["--protocol", "base2new", "--methods", "CoOp", "--datasets", "dtd", "--seeds", "1",
+                     "--output-root", str(root), "--data", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"ERROR: permission denied writing {root} (folder {tmp_path}); fix the folder's permissions")
+
+
 @pytest.mark.parametrize("when", [1, 4])  # the first event (the writer's start) / mid-run
 def test_tensorboard_enospc_is_the_runs_one_line(data_root, tmp_path, monkeypatch, capsys, when):
     """The failure: two tracebacks, one from the writer's thread."""
@@ -258,8 +283,19 @@ def test_max_epoch_below_one_is_refused_before_anything_is_written(data_root, tm
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def convert_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_tool", os.path.join(REPO, "tools", "convert_checkpoint.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("kind", ["truncated", "empty", "not_torch", "output_in_a_file"])
-def test_convert_checkpoint_is_one_line(tmp_path, kind):
+def test_convert_checkpoint_is_one_line(tmp_path, capsys, convert_tool, kind):
+    """The failure: a traceback for a truncated, empty or non-torch input."""
     import torch
 
     good = tmp_path / "good.pth"
@@ -271,14 +307,14 @@ def test_convert_checkpoint_is_one_line(tmp_path, kind):
     if kind == "output_in_a_file":
         (tmp_path / "blocker").write_text("x")
         dst = tmp_path / "blocker" / "out.pth"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_checkpoint.py"), str(src), str(dst)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    capsys.readouterr()
+    assert convert_tool.main([str(src), str(dst)]) == 2
+    err = _one_line(capsys)
     expected = {"truncated": f'error: Cannot load checkpoint "{src}": truncated (',
                 "empty": f'error: Cannot load checkpoint "{src}": empty file (0 bytes)',
                 "not_torch": f'error: Cannot load checkpoint "{src}": damaged or not a PyTorch checkpoint',
                 "output_in_a_file": f"error: cannot create {dst}: {tmp_path / 'blocker'} is a file, not a folder"}
-    assert r.stderr.startswith(expected[kind]) and not dst.exists()
+    assert err.startswith(expected[kind]) and not dst.exists()
 
 
 # ------------------------------------------------------------------ a moved sweep root
