@@ -22,7 +22,6 @@ with the same label and class name, and every current class present); otherwise 
 same way.
 """
 import hashlib
-import json
 import os
 import re
 
@@ -46,17 +45,25 @@ IDENTITY_KEY = "dataset"
 
 def dataset_identity(path_prefix, train, val, with_val=True):
     """What a few-shot subset is sampled from: class names by label, image counts and a digest of the
-    sorted ``[relpath, label, classname]`` rows of ``train`` (and ``val``)."""
-    classes = {}
-    for item in list(train) + (list(val) if with_val else []):
-        classes.setdefault(int(item.label), item.classname)
-    rows = {"train": sorted(items_to_rows(train, path_prefix))}
-    if with_val:
-        rows["val"] = sorted(items_to_rows(val, path_prefix))
-    text = json.dumps(rows, sort_keys=True, separators=(",", ":"))
-    return {"classes": [classes[k] for k in sorted(classes)],
-            "images": {k: len(v) for k, v in rows.items()},
-            "digest": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
+    sorted ``relpath<TAB>label<TAB>classname`` lines of ``train`` (and ``val``; paths relative to
+    ``path_prefix``, so a moved dataset folder keeps its caches)."""
+    prefix = os.path.join(path_prefix, "")
+    cut = len(prefix)
+
+    def line(item):
+        path = item.impath
+        rel = path[cut:].replace(os.sep, "/") if path.startswith(prefix) else path
+        return f"{rel}\t{int(item.label)}\t{item.classname}"
+
+    classes, digest, images = {}, hashlib.sha256(), {}
+    for key, items in (("train", train), ("val", val)) if with_val else (("train", train),):
+        for item in items:
+            if item.label not in classes:
+                classes[int(item.label)] = item.classname
+        digest.update(f"[{key}]\n".encode("utf-8"))
+        digest.update("\n".join(sorted(map(line, items))).encode("utf-8"))
+        images[key] = len(items)
+    return {"classes": [classes[k] for k in sorted(classes)], "images": images, "digest": digest.hexdigest()[:16]}
 
 
 def _names(classes, limit=4):
