@@ -4,6 +4,7 @@ They are found before training by ``DATALOADER.CHECK_IMAGES header`` (cached), r
 naming the file and what is wrong, or skipped and counted with ``DATALOADER.SKIP_BAD_IMAGES True``.
 """
 import io
+import json
 import os
 import pickle
 import shutil
@@ -337,3 +338,21 @@ def test_sixteen_bit_dataset_trains_and_an_unsupported_mode_stops_before_trainin
     assert train.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"first: {bad} (unsupported image mode LAB" in err
+
+
+def test_cache_of_the_version_before_the_mode_check_is_checked_again(shapes_root, capsys):
+    """An image cached as fine before modes were checked (here a 32-bit float TIFF out of range, named
+    .png) is refused by the next check, not waved through by the old cache."""
+    DataManager(_cfg(shapes_root))
+    cache = shapes_root / "shapes" / CACHE_FILE
+    bad = _test_image(shapes_root)
+    Image.fromarray(np.array([[0.0, 255.0]], np.float32)).save(bad, format="TIFF")
+    data = json.loads(cache.read_text())
+    stat = os.stat(bad)
+    data["version"] = 1
+    data["files"][os.path.relpath(str(bad), str(cache.parent))] = [stat.st_size, stat.st_mtime_ns, 1]
+    cache.write_text(json.dumps(data))
+    capsys.readouterr()
+    with pytest.raises(DatasetError, match=r"32-bit float image \(mode F\) with values 0\.\.255"):
+        DataManager(_cfg(shapes_root))
+    assert "predates the image-mode check; every image is checked once more" in capsys.readouterr().out

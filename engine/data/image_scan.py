@@ -33,7 +33,7 @@ from .image_modes import NEEDS_PIXELS, UnsupportedImage, mode_reason, to_rgb
 
 MODES = ("exists", "header", "decode")
 CACHE_FILE = ".image_check.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: image modes are checked too (engine.data.image_modes); older caches are re-checked
 _LEVEL = {"header": 1, "decode": 2}
 _TAIL = 1024
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -131,6 +131,10 @@ def _read_cache(path):
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)
+        if isinstance(data, dict) and data.get("version") == 1:
+            get_logger().info(f"The image-check cache {path} predates the image-mode check; every image is "
+                              "checked once more")
+            return {}
         if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
             raise ValueError("unknown layout")
         base = os.path.dirname(os.path.abspath(path))
