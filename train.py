@@ -111,7 +111,11 @@ def _record_run(args, cfg, logger):
     settings = record.effective_settings(cfg, args)
     old = record.read_record(cfg.OUTPUT_DIR).get(mode)
     if isinstance(old, dict) and isinstance(old.get("settings"), dict):
-        diffs = record.diff_settings(old["settings"], settings, record.default_settings(REPO_ROOT))
+        recorded = old["settings"]
+        moved = record.relocated_settings(old, cfg.OUTPUT_DIR)  # the output root was moved with its runs
+        if moved.get("--model-dir") == settings.get("--model-dir"):
+            recorded = moved
+        diffs = record.diff_settings(recorded, settings, record.default_settings(REPO_ROOT))
         if diffs:
             keys = ", ".join(k for k, _, _ in diffs[:6]) + (", ..." if len(diffs) > 6 else "")
             logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}); "
