@@ -69,6 +69,7 @@ def _argv(data_root, name, out, *extra):
 def _run_recorded(argv):
     """``train.main(argv)`` recording every (rank-averaged) loss summary and every checkpoint save."""
     import engine.trainer as T
+    import engine.training.checkpoints as C  # where the trainer's save_model calls save_checkpoint
     from engine.utils.logger import get_logger
 
     summaries, saves, log_files = [], [], []
@@ -82,13 +83,13 @@ def _run_recorded(argv):
         saves.append(directory)
         return original_save(state, directory, *args, **kwargs)
 
-    original_meter, original_save = T.MetricMeter, T.save_checkpoint
-    T.MetricMeter, T.save_checkpoint = RecordingMeter, recording_save
+    original_meter, original_save = T.MetricMeter, C.save_checkpoint
+    T.MetricMeter, C.save_checkpoint = RecordingMeter, recording_save
     try:
         rc = train.main(argv)
         log_files = [h.baseFilename for h in get_logger().handlers if hasattr(h, "baseFilename")]
     finally:
-        T.MetricMeter, T.save_checkpoint = original_meter, original_save
+        T.MetricMeter, C.save_checkpoint = original_meter, original_save
     return {"rc": rc, "summaries": summaries, "saves": saves, "log_files": log_files}
 
 
