@@ -143,7 +143,11 @@ def _record_run(args, cfg, logger):
     settings = record.effective_settings(cfg, args)
     old = record.read_record(cfg.OUTPUT_DIR).get(mode)
     if isinstance(old, dict) and isinstance(old.get("settings"), dict):
-        diffs = record.diff_settings(old["settings"], settings, record.default_settings(REPO_ROOT))
+        recorded = old["settings"]
+        moved = record.relocated_settings(old, cfg.OUTPUT_DIR)  # the output root was moved with its runs
+        if moved.get("--model-dir") == settings.get("--model-dir"):
+            recorded = moved
+        diffs = record.diff_settings(recorded, settings, record.default_settings(REPO_ROOT))
         if diffs:
             keys = ", ".join(k for k, _, _ in diffs[:6]) + (", ..." if len(diffs) > 6 else "")
             logger.warning(f"{cfg.OUTPUT_DIR} was last run with other settings ({keys}) and left no result "
@@ -247,6 +251,7 @@ def _run_with_cfg(args, cfg):
     lock = Lock(os.path.join(cfg.OUTPUT_DIR, RUN_LOCK), what=f"the output folder {cfg.OUTPUT_DIR}",
                 hint="two runs must not write one folder: wait for that run, stop it, or choose another --output-dir")
     with lock:
+        lock.write_guard(cfg.OUTPUT_DIR)  # lost to another run (paused too long): stop, write nothing more
         return _run_locked(args, cfg)
 
 
@@ -297,6 +302,26 @@ def _interrupted_line(err, args):
             f"checkpoint in {out} (if any)")
 
 
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote worker",
+              "NCCL communicator was aborted", "Socket Timeout", "failed to recv", "Timed out waiting")
+
+
+def _peer_failure_line(err):
+    """One line for a rank of a ``torchrun`` run whose collective failed because another rank ended
+    (its own error line says why); None for any other error (a real bug keeps its traceback)."""
+    from engine.utils.signals import under_torchrun
+
+    text = str(err)
+    if not under_torchrun() or not any(key in text for key in _PEER_GONE):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = first.split("] ", 1)[-1] if first.startswith("[/") else first  # drop gloo's source location
+    first = first.split(". ", 1)[0]
+    rank = os.environ.get("RANK", "?")
+    return (f"error: [rank {rank}] stopped: another rank of this torchrun run ended first ({first[:120]}); "
+            "that rank's error line says why")
+
+
 def _report(line, status):
     """Print ``line`` to stderr, append it to log.txt (when the logger has one); return ``status``."""
     from engine.utils.logger import write_to_log_file
@@ -321,6 +346,7 @@ def main(argv=None):
     signals.install()
     try:
         signals.die_with_parent()  # under the sweep: SIGTERM when the sweep dies
+        signals.die_with_launcher()  # a torchrun rank: SIGTERM when torchrun dies
         return run(args)
     except signals.Interrupted as e:
         if os.environ.get("HARNESS_TRACEBACK") == "1":
@@ -330,6 +356,11 @@ def main(argv=None):
         if os.environ.get("HARNESS_TRACEBACK") == "1":
             raise
         return _report(f"error: {e}", EXIT_USAGE)
+    except RuntimeError as e:  # under torchrun: a collective broken because another rank ended first
+        line = _peer_failure_line(e)
+        if line is None or os.environ.get("HARNESS_TRACEBACK") == "1":
+            raise
+        return _report(line, EXIT_USAGE)
     finally:
         signals.uninstall()
 

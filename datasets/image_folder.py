@@ -5,7 +5,8 @@ Labels = index of the sorted class-folder names; class name = folder name (train
 spaces). If ``<ROOT>/split.json`` exists (CoOp split schema, paths relative to ROOT) it is used as is;
 otherwise a deterministic split is made per class: the sorted files shuffled with
 ``random.Random(SPLIT_SEED)``, ``round(0.5 n)`` train, ``round(0.2 n)`` val, the rest test (at least 4
-images per class). Few-shot caches go to ``<ROOT>/split_fewshot/`` (that folder is never a class).
+images per class); a ``split.json`` listing an image in two splits is refused, repeats within a split
+are dropped with a warning (``distinct_images``). Few-shot caches go to ``<ROOT>/split_fewshot/`` (that folder is never a class).
 """
 import os
 
@@ -13,7 +14,7 @@ from engine.data import DATASET_REGISTRY, DatasetBase
 from engine.data.fewshot import load_or_create_fewshot
 from engine.data.folders import resolve_root
 from engine.data.sampling import subsample_classes
-from engine.data.splits import IMAGE_EXTENSIONS, read_and_split_data, read_split
+from engine.data.splits import IMAGE_EXTENSIONS, distinct_images, read_and_split_data, read_split
 
 SPLIT_NAME = "split.json"
 RESERVED = ("split_fewshot",)
@@ -26,7 +27,7 @@ class ImageFolder(DatasetBase):
         self.image_dir = self.dataset_dir
         split_path = os.path.join(self.dataset_dir, SPLIT_NAME)
         if os.path.isfile(split_path):
-            train, val, test = read_split(split_path, self.image_dir)
+            train, val, test = distinct_images(split_path, *read_split(split_path, self.image_dir))
         else:
             train, val, test = read_and_split_data(self.image_dir, ignored=RESERVED, extensions=IMAGE_EXTENSIONS)
         train, val = load_or_create_fewshot(

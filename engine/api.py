@@ -321,7 +321,9 @@ class PromptModel:
 
                 tfm = T.ToTensor()
             self._pil_transform = tfm
-        return self._pil_transform(image.convert("RGB"))
+        from engine.data.image_modes import to_rgb  # every mode with its real range (16-bit, float, ...)
+
+        return self._pil_transform(to_rgb(image))
 
     def _tensor(self, image):
         import torchvision.transforms.functional as TF

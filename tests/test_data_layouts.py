@@ -92,7 +92,7 @@ def test_imagenet_fewshot_cache_holds_only_train(tmp_path):
     assert len(ds.train_x) == 8 and len(ds.test) == 8
     with open(tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_3.json") as f:
         cache = json.load(f)
-    assert list(cache) == ["train"]
+    assert list(cache) == ["train", "dataset"] and list(cache["dataset"]["images"]) == ["train"]
     assert cache["train"][0][0].startswith("train/n01440764/")
 
 

@@ -75,7 +75,7 @@ def _argv(data_root, name, out, *extra):
 def _run_recorded(argv):
     """``train.main(argv)`` recording every (rank-averaged) loss summary and every checkpoint save."""
     import engine.trainer as T
-    import engine.training.checkpoints as C
+    import engine.training.checkpoints as C  # where the trainer's save_model calls save_checkpoint
     from engine.utils.logger import get_logger
 
     summaries, saves, log_files = [], [], []

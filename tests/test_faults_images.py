@@ -4,10 +4,12 @@ They are found before training by ``DATALOADER.CHECK_IMAGES header`` (cached), r
 naming the file and what is wrong, or skipped and counted with ``DATALOADER.SKIP_BAD_IMAGES True``.
 """
 import io
+import json
 import os
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -199,3 +201,158 @@ def test_train_py_image_broken_after_the_check_is_one_line(shapes_root, tmp_path
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: cannot read image {bad}: ")
+
+
+# ---------------------------------------------------------------------------------- image modes
+def _png16_rgb(values):
+    """A 16-bit-per-channel RGB PNG (``values``: uint16 array H x W x 3), written by hand (PIL cannot)."""
+    import struct
+    import zlib
+
+    h, w, _ = values.shape
+    raw = b"".join(b"\0" + values[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _tiff16_rgb(values):
+    """An uncompressed 16-bit-per-channel RGB TIFF (little-endian), written by hand."""
+    import struct
+
+    h, w, c = values.shape
+    data = values.astype("<u2").tobytes()
+    ifd = 8 + len(data)
+    n = 10
+    bps_at = ifd + 2 + n * 12 + 4
+    short = lambda tag, v: struct.pack("<HHIHH", tag, 3, 1, v, 0)  # noqa: E731
+    entries = [short(256, w), short(257, h), struct.pack("<HHII", 258, 3, c, bps_at), short(259, 1),
+               short(262, 2), struct.pack("<HHII", 273, 4, 1, 8), short(277, c), short(278, h),
+               struct.pack("<HHII", 279, 4, 1, len(data)), short(284, 1)]
+    return (b"II*\x00" + struct.pack("<I", ifd) + data + struct.pack("<H", n) + b"".join(entries)
+            + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16))
+
+
+RAMP16 = np.array([[0, 256, 1000, 30000, 40000, 65535]], dtype=np.uint16)
+RAMP16_8BIT = [0, 1, 3, 117, 156, 255]  # v >> 8: the full 16-bit range, not clipped at 255
+
+
+def _mode_cases():
+    """name -> (file bytes or PIL image saved as PNG/TIFF, expected RGB of the first row)."""
+    rgb = np.array([[[200, 10, 30], [0, 128, 255]]], dtype=np.uint8)
+    cases = {}
+    cases["1"] = (Image.fromarray(np.array([[0, 255]], np.uint8)).convert("1"), [[0] * 3, [255] * 3])
+    cases["L"] = (Image.fromarray(np.array([[7, 250]], np.uint8)), [[7] * 3, [250] * 3])
+    cases["LA"] = (Image.fromarray(np.array([[[7, 0], [250, 128]]], np.uint8), "LA"), [[7] * 3, [250] * 3])
+    p = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    cases["P"] = (p, np.asarray(p.convert("RGB"))[0].tolist())
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([200, 10, 30, 0, 128, 255])
+    pa.putdata([(0, 255), (1, 0)])
+    cases["PA"] = (pa, [[200, 10, 30], [0, 128, 255]])
+    rgba = Image.fromarray(np.concatenate([rgb, np.array([[[255], [0]]], np.uint8)], axis=2), "RGBA")
+    cases["RGBA"] = (rgba, rgb[0].tolist())  # alpha dropped, as Dassl's read_image does
+    cmyk = Image.new("CMYK", (2, 1))
+    cmyk.putdata([(0, 0, 0, 0), (255, 0, 255, 0)])  # white; cyan + yellow = green
+    cases["CMYK"] = (cmyk, [[255, 255, 255], [0, 255, 0]])
+    cases["I;16"] = (Image.fromarray(RAMP16), [[v] * 3 for v in RAMP16_8BIT])
+    cases["I"] = (Image.fromarray(RAMP16.astype(np.int32)), [[v] * 3 for v in RAMP16_8BIT])
+    cases["F"] = (Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)), [[0] * 3, [128] * 3, [255] * 3])
+    ramp = np.stack([RAMP16[0], RAMP16[0][::-1], np.full(6, 65535, np.uint16)], axis=1)[None]
+    expected = np.stack([RAMP16_8BIT, RAMP16_8BIT[::-1], [255] * 6], axis=1).tolist()
+    cases["RGB-16bit-TIFF"] = (_tiff16_rgb(ramp), expected)
+    cases["RGB-16bit-PNG"] = (_png16_rgb(ramp), expected)
+    return cases
+
+
+MODE_CASES = _mode_cases()
+
+
+@pytest.mark.parametrize("name", sorted(MODE_CASES))
+def test_every_mode_is_read_with_its_real_range(tmp_path, name):
+    """The loader's reader, the image check (header and decode) and predict's reader agree per mode."""
+    from engine.data.image_check import read_image
+
+    source, expected = MODE_CASES[name]
+    if isinstance(source, bytes):
+        path = tmp_path / ("x.tif" if "TIFF" in name else "x.png")
+        path.write_bytes(source)
+    else:
+        path = tmp_path / ("x.tif" if source.mode in ("I", "F", "CMYK", "PA") else "x.png")
+        source.save(path)
+        with Image.open(path) as img:  # the file holds the mode under test
+            assert img.mode == name or (name == "I;16" and img.mode.startswith("I;16"))
+    image = read_image(str(path))
+    assert image.mode == "RGB"
+    assert np.asarray(image)[0].tolist() == expected
+    assert probe_image(str(path), "header") is None and probe_image(str(path), "decode") is None
+
+
+def test_sixteen_bit_png_is_not_read_as_white(tmp_path):
+    """The silent failure: a dark 16-bit PNG (values 1000..4000 of 65535) came out all white (255)."""
+    from engine.data.image_check import read_image
+
+    dark = np.linspace(1000, 4000, 32 * 32).astype(np.uint16).reshape(32, 32)
+    Image.fromarray(dark).save(tmp_path / "scan.png")
+    pixels = np.asarray(read_image(str(tmp_path / "scan.png")))
+    assert pixels.max() == 4000 >> 8 and pixels.min() == 1000 >> 8 and len(np.unique(pixels)) > 5
+
+
+@pytest.mark.parametrize("case", ["I-out-of-range", "F-out-of-range", "F-nan", "LAB"])
+def test_modes_without_a_faithful_conversion_are_refused_in_one_line(tmp_path, case):
+    from engine.data.image_check import read_image
+
+    path = tmp_path / "x.tif"
+    if case == "I-out-of-range":
+        Image.fromarray(np.array([[-5, 70000]], np.int32)).save(path)
+        reason = "32-bit integer image (mode I) with values -5..70000, outside the 16-bit range 0..65535"
+    elif case.startswith("F"):
+        value = np.nan if case == "F-nan" else 255.0
+        Image.fromarray(np.array([[0.0, value]], np.float32)).save(path)
+        reason = "non-finite values" if case == "F-nan" else "32-bit float image (mode F) with values 0..255, outside 0..1"
+    else:
+        Image.new("LAB", (2, 2)).save(path)
+        reason = "unsupported image mode LAB (convert it to 8-bit RGB or greyscale)"
+    assert reason in probe_image(str(path), "header")  # the check before training refuses it
+    with pytest.raises(BadImageError) as e:
+        read_image(str(path))
+    assert str(e.value).startswith(f"cannot read image {path}: ") and reason in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_sixteen_bit_dataset_trains_and_an_unsupported_mode_stops_before_training(shapes_root, tmp_path, capsys):
+    """Through ``train.py``: 16-bit PNGs in the dataset are read; an LAB TIFF is named before training."""
+    gray = np.asarray(Image.open(_test_image(shapes_root)).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(_test_image(shapes_root))  # same picture, 16 bits
+    args = ["--root", str(shapes_root), "--seed", "1", "--trainer", "CoOp", "--output-dir", str(tmp_path / "o"),
+            "--dataset-config-file", "configs/datasets/shapes.yaml", "--eval-only",
+            "--config-file", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", *TINY]
+    assert train.main(args) == 0
+    bad = _test_image(shapes_root, "circle", 6)
+    Image.new("LAB", (32, 32)).save(bad, format="TIFF")
+    capsys.readouterr()
+    args[args.index("--output-dir") + 1] = str(tmp_path / "o2")
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"first: {bad} (unsupported image mode LAB" in err
+
+
+def test_cache_of_the_version_before_the_mode_check_is_checked_again(shapes_root, capsys):
+    """An image cached as fine before modes were checked (here a 32-bit float TIFF out of range, named
+    .png) is refused by the next check, not waved through by the old cache."""
+    DataManager(_cfg(shapes_root))
+    cache = shapes_root / "shapes" / CACHE_FILE
+    bad = _test_image(shapes_root)
+    Image.fromarray(np.array([[0.0, 255.0]], np.float32)).save(bad, format="TIFF")
+    data = json.loads(cache.read_text())
+    stat = os.stat(bad)
+    data["version"] = 1
+    data["files"][os.path.relpath(str(bad), str(cache.parent))] = [stat.st_size, stat.st_mtime_ns, 1]
+    cache.write_text(json.dumps(data))
+    capsys.readouterr()
+    with pytest.raises(DatasetError, match=r"32-bit float image \(mode F\) with values 0\.\.255"):
+        DataManager(_cfg(shapes_root))
+    assert "predates the image-mode check; every image is checked once more" in capsys.readouterr().out

@@ -5,6 +5,7 @@ ViT-B/16 CLIP (~150M weights, a few seconds) is built once per module by ``load_
 every trainer build (the prompt learners never modify it; PREC fp16 falls back to fp32 on CPU, so no
 cast happens). Checks the logged ``Trainable parameters: N`` line and the optimiser's tensors.
 """
+import copy
 import os
 
 import pytest
@@ -64,7 +65,9 @@ def test_trainable_parameters_at_vit_b16(method, config, train_generator, expect
                                          monkeypatch, caplog):
     import trainers.base
 
-    monkeypatch.setattr(trainers.base, "load_clip", lambda cfg: vit_b16)
+    # a copy per test: building a trainer casts CLIP and freezes its parameters in place, and the
+    # module-scoped backbone must stay as loaded for the other cases (any order)
+    monkeypatch.setattr(trainers.base, "load_clip", lambda cfg: copy.deepcopy(vit_b16))
     logger = get_logger()
     logger.addHandler(caplog.handler)
     try:

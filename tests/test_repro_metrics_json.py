@@ -4,6 +4,7 @@ when it is absent, and ignores a stale one (folder re-run with other settings)."
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -66,9 +67,12 @@ def test_metrics_json_after_train_and_eval_runs(runs):
     assert json.loads((test / METRICS_FILE).read_text())["subsample_classes"] == "new"
 
 
-def test_collect_prefers_metrics_json_then_falls_back_to_the_log(runs):
-    root, train, test = runs
-    out = root / "out"
+def test_collect_prefers_metrics_json_then_falls_back_to_the_log(runs, tmp_path):
+    # works on a copy: the module-scoped runs stay as train.py wrote them for the other tests
+    shared_root, shared_train, shared_test = runs
+    out = tmp_path / "out"
+    shutil.copytree(shared_root / "out", out)
+    train, test = (out / d.relative_to(shared_root / "out") for d in (shared_train, shared_test))
     exact = {d: json.loads((d / METRICS_FILE).read_text())["accuracy"] for d in (train, test)}
     # make log.txt disagree: collect still reports metrics.json
     for d in (train, test):
@@ -81,13 +85,12 @@ def test_collect_prefers_metrics_json_then_falls_back_to_the_log(runs):
     found, _ = scan(str(out))
     assert {r.source for r in found} == {METRICS_FILE}
     # without metrics.json: the log's (disagreeing) value
-    os.rename(test / METRICS_FILE, test / "metrics.moved")
-    try:
-        r = subprocess.run([sys.executable, COLLECT, str(out), "--format", "json"], capture_output=True, text=True)
-        cell = json.loads(r.stdout)["base2new"]["methods"]["CoOp"]["datasets"]["shapes"]
-        assert cell["novel"]["seeds"] == {"2": 12.3} and cell["base"]["seeds"] == {"2": exact[train]}
-    finally:
-        os.rename(test / "metrics.moved", test / METRICS_FILE)
+    (test / METRICS_FILE).unlink()
+    r = subprocess.run([sys.executable, COLLECT, str(out), "--format", "json"], capture_output=True, text=True)
+    cell = json.loads(r.stdout)["base2new"]["methods"]["CoOp"]["datasets"]["shapes"]
+    assert cell["novel"]["seeds"] == {"2": 12.3} and cell["base"]["seeds"] == {"2": exact[train]}
+    for shared, copy in ((shared_train, train), (shared_test, test)):  # the shared runs are untouched
+        assert abs(_log_accuracy(shared) - exact[copy]) <= 0.05 + 1e-9
 
 
 def test_stale_incomplete_or_eval_metrics_are_ignored(tmp_path):

@@ -9,6 +9,8 @@ for files the user trusts that name other classes: every class is then replaced 
 by default without the frozen CLIP ``image_encoder.*``/``text_encoder.*``/``logit_scale`` keys of
 MaPLe/COMMA whole-model files), ``epoch`` and ``val_result``; ``optimizer``/``scheduler`` become
 ``None``. It loads with plain ``torch.load(weights_only=True)`` and with ``--eval-only --model-dir``.
+An unreadable input (empty, truncated, not a PyTorch file) or an output that cannot be written is one
+``error: ...`` line (exit status 2).
 """
 import argparse
 import os
@@ -16,8 +18,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from engine.checkpoint import CheckpointError  # noqa: E402
 from engine.legacy_checkpoint import load_official_or_native  # noqa: E402
-from engine.utils.io import atomic_torch_save, mkdir_if_missing  # noqa: E402
+from engine.utils.io import atomic_torch_save, mkdir_if_missing, os_error_line  # noqa: E402
 
 #: frozen CLIP keys of the official MaPLe/COMMA whole-model checkpoints
 FROZEN_PREFIXES = ("image_encoder.", "text_encoder.")
@@ -56,8 +59,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         kept, dropped = convert(args.src, args.dst, trust=args.trust, keep_frozen=args.keep_frozen)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:  # unreadable input: one line naming it
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the output cannot be written (full disk, permissions, a file in the way)
+        print(f"error: {os_error_line(err, args.dst)}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst}: {kept} tensors ({dropped} frozen CLIP tensors dropped)")
     return 0

@@ -90,18 +90,15 @@ def expand_images(items):
 
 
 def open_images(paths):
-    """PIL images of ``paths`` (RGB); an unreadable file is a one-line ValueError naming it."""
-    from PIL import Image
+    """PIL images of ``paths`` (RGB, as the loader reads them: ``engine.data.image_check.read_image``); an
+    unreadable file or an unsupported mode is a one-line ValueError naming it."""
+    from engine.data.image_check import read_image
 
     images = []
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
-        try:
-            with Image.open(path) as img:
-                images.append(img.convert("RGB"))
-        except Exception as err:
-            raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
+        images.append(read_image(path))
     return images
 
 

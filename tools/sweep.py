@@ -41,6 +41,7 @@ from repro.runner import (STATE_FILE, SweepLocked, SweepState, default_python,  
 from repro.launchers import add_arguments as add_launcher_arguments  # noqa: E402
 from repro.launchers import run_from_args as run_launcher  # noqa: E402
 from engine.utils.cli import split_argv  # noqa: E402
+from engine.utils.io import os_error_line  # noqa: E402
 
 
 DESCRIPTION = ("Run the papers' protocols (base-to-novel, cross-dataset, domain generalisation), CoOp's\n"
@@ -262,6 +263,9 @@ def main(argv=None) -> int:
                            train_py=train_py, emit=lambda msg: print(msg, flush=True))
     except SweepLocked as e:
         print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full output root, a file in the way: one line naming it
+        print(f"ERROR: {os_error_line(e, e.filename or ctx.output_root)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"Interrupted; state saved to {state_path}. Re-run the same command to continue.", file=sys.stderr)

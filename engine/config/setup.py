@@ -109,6 +109,11 @@ def merge_from_file(cfg, path):
     except yaml.YAMLError as e:
         detail = " ".join(str(e).split())
         raise ConfigError(f"malformed YAML in {path}: {detail}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start}; a binary file?); save it as UTF-8 YAML") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path} ({e.strerror or e})") from None
     if data is None:
         return cfg
     if not isinstance(data, dict):
@@ -177,7 +182,12 @@ def _lookup(cfg, full_key):
 
 
 def validate_cfg(cfg):
-    """Check the fixed-choice keys and every ``TRAINER.<NODE>.PREC``; raise ConfigError on a bad value."""
+    """Check the fixed-choice keys, every ``TRAINER.<NODE>.PREC`` and ``OPTIM.MAX_EPOCH`` (at least 1: the
+    LR schedule divides by it, and 0 epochs would "train" nothing); raise ConfigError on a bad value."""
+    epochs = cfg.OPTIM.MAX_EPOCH
+    if isinstance(epochs, int) and epochs < 1:
+        raise ConfigError(f"bad value for OPTIM.MAX_EPOCH: {epochs}; expected at least 1 (the number of training "
+                          "epochs; to evaluate without training use --eval-only)")
     for full_key, choices in CHOICES.items():
         value = _lookup(cfg, full_key)
         if value not in choices:

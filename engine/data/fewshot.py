@@ -10,7 +10,18 @@ images of the current split with the same labels), the JSON is written and the i
 random numbers are drawn either. Otherwise train is sampled with ``random.sample`` (K per label) then
 val with ``min(K, 4)``, continuing the same global RNG stream. ``convert_fewshot_folder`` imports every
 official pickle of a ``split_fewshot`` folder (``tools/convert_fewshot.py``).
+
+The cache also records what it was sampled from, under ``"dataset"``: ``{"classes": [class names by
+label], "images": {"train": N, "val": M}, "digest": <SHA-256 of the sorted rows of the full train (and
+val) set, paths relative to path_prefix>}``. A cache made from other data (a second CSV in the same
+folder, a class folder added to an ImageFolder, an edited split file) is not used: one warning names it
+and what differs, and it is resampled (or re-imported from the official pickle) and rewritten. A cache
+without that record (written before it existed, or by ``tools/convert_fewshot.py`` of an older version)
+is used when its content fits the current data (every item an image of the current train / val set
+with the same label and class name, and every current class present); otherwise it is resampled the
+same way.
 """
+import hashlib
 import os
 import re
 
@@ -27,6 +38,65 @@ LEGACY_NAME = re.compile(r"^shot_(\d+)-seed_(-?\d+)\.pkl$")
 def fewshot_cache_path(dataset_dir, num_shots, seed):
     """``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.json`` (S printed as an int, -1 when unseeded)."""
     return os.path.join(dataset_dir, "split_fewshot", f"shot_{int(num_shots)}-seed_{int(seed)}.json")
+
+
+IDENTITY_KEY = "dataset"
+
+
+def dataset_identity(path_prefix, train, val, with_val=True):
+    """What a few-shot subset is sampled from: class names by label, image counts and a digest of the
+    sorted ``relpath<TAB>label<TAB>classname`` lines of ``train`` (and ``val``; paths relative to
+    ``path_prefix``, so a moved dataset folder keeps its caches)."""
+    prefix = os.path.join(path_prefix, "")
+    cut = len(prefix)
+
+    def line(item):
+        path = item.impath
+        rel = path[cut:].replace(os.sep, "/") if path.startswith(prefix) else path
+        return f"{rel}\t{int(item.label)}\t{item.classname}"
+
+    classes, digest, images = {}, hashlib.sha256(), {}
+    for key, items in (("train", train), ("val", val)) if with_val else (("train", train),):
+        for item in items:
+            if item.label not in classes:
+                classes[int(item.label)] = item.classname
+        digest.update(f"[{key}]\n".encode("utf-8"))
+        digest.update("\n".join(sorted(map(line, items))).encode("utf-8"))
+        images[key] = len(items)
+    return {"classes": [classes[k] for k in sorted(classes)], "images": images, "digest": digest.hexdigest()[:16]}
+
+
+def _names(classes, limit=4):
+    shown = ", ".join(map(str, classes[:limit]))
+    return f"[{shown}{', ...' if len(classes) > limit else ''}] ({len(classes)})"
+
+
+def _identity_difference(recorded, current):
+    """'' when ``recorded`` (a cache's ``dataset`` entry) equals ``current``, else what differs."""
+    if recorded == current:
+        return ""
+    if not isinstance(recorded, dict):
+        return "its dataset record is unreadable"
+    if recorded.get("classes") != current["classes"]:
+        old = recorded.get("classes") if isinstance(recorded.get("classes"), list) else []
+        return f"classes {_names(old)} then, {_names(current['classes'])} now"
+    if recorded.get("images") != current["images"]:
+        return f"images {recorded.get('images')} then, {current['images']} now"
+    return "the same classes and counts, other images or labels"
+
+
+def _content_difference(cached, current, what, prefix):
+    """For a cache without a dataset record: '' when every cached item is an item of ``current`` (same
+    path, label and class name) and every current label is present, else what does not fit."""
+    known = {(os.path.normpath(d.impath), int(d.label), d.classname) for d in current}
+    for d in cached:
+        if (os.path.normpath(d.impath), int(d.label), d.classname) not in known:
+            return f"its {what} item {os.path.relpath(d.impath, prefix)} (label {d.label}) is not in the current {what} set"
+    missing = {int(d.label) for d in current} - {int(d.label) for d in cached}
+    if missing:
+        names = sorted({d.classname for d in current if int(d.label) in missing})
+        return f"it has no {what} image of {len(missing)} current classes ({', '.join(names[:4])})"
+    return ""
 
 
 def _write_cache(path, obj, log):
@@ -51,7 +121,9 @@ def import_fewshot_pickle(pkl_path, json_path, path_prefix, train, val, with_val
         known["val"] = known_paths(val, path_prefix)
     rows = import_dassl_pickle(pkl_path, keys, known)
     log = get_logger()
-    if _write_cache(json_path, {k: rows[k] for k in keys}, log):
+    obj = {k: rows[k] for k in keys}
+    obj[IDENTITY_KEY] = dataset_identity(path_prefix, train, val, with_val)
+    if _write_cache(json_path, obj, log):
         log.info(f"Imported the official few-shot file {pkl_path} into {json_path} "
                  "(the same subsets as the official run)")
     return rows_as_datums(rows["train"], path_prefix), (rows_as_datums(rows["val"], path_prefix) if with_val else val)
@@ -70,6 +142,27 @@ def _log_short_classes(train, num_shots, log):
                  f"{sum(min(n, num_shots) for n in counts.values()):,} images, not {num_shots * len(counts):,}")
 
 
+def _read_cache(path, path_prefix, with_val, identity, train, val):
+    """``(train, val)`` of the cache at ``path`` when it was made from this data, else None (after one
+    warning saying what differs); a malformed cache is a one-line error naming it."""
+    data = load_json_file(path, "few-shot cache")
+    keys = ("train", "val") if with_val else ("train",)
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise ValueError(f"few-shot cache {path} must be a JSON object with keys {list(keys)}; delete it to resample")
+    subset = [rows_to_items(data[k], path_prefix, path, k) for k in keys]
+    if IDENTITY_KEY in data:
+        problem = _identity_difference(data[IDENTITY_KEY], identity)
+    else:  # written before caches recorded their dataset: judged by its content
+        problem = _content_difference(subset[0], train, "train", path_prefix)
+        if not problem and with_val:
+            problem = _content_difference(subset[1], val, "val", path_prefix)
+    if problem:
+        get_logger().warning(f"The few-shot cache {path} was made from other data than this run's ({problem}); "
+                             "making it again from the current data")
+        return None
+    return subset if with_val else (subset[0], None)
+
+
 def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed, with_val=True):
     """Return ``(train, val)`` K-shot subsets; ``num_shots < 1`` returns the inputs unchanged.
 
@@ -82,16 +175,12 @@ def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed
     _log_short_classes(train, num_shots, log)
     path = fewshot_cache_path(dataset_dir, num_shots, seed)
     legacy = path[:-len(".json")] + ".pkl"
+    identity = dataset_identity(path_prefix, train, val, with_val)
     if os.path.isfile(path):
-        log.info(f"Loading preprocessed few-shot data from {path}")
-        data = load_json_file(path, "few-shot cache")
-        keys = ("train", "val") if with_val else ("train",)
-        if not isinstance(data, dict) or any(k not in data for k in keys):
-            raise ValueError(f"few-shot cache {path} must be a JSON object with keys {list(keys)}; delete it to resample")
-        train = rows_to_items(data["train"], path_prefix, path, "train")
-        if with_val:
-            val = rows_to_items(data["val"], path_prefix, path, "val")
-        return train, val
+        cached = _read_cache(path, path_prefix, with_val, identity, train, val)
+        if cached is not None:
+            log.info(f"Loading preprocessed few-shot data from {path}")
+            return cached[0], (cached[1] if with_val else val)
     if os.path.isfile(legacy):
         return import_fewshot_pickle(legacy, path, path_prefix, train, val, with_val)
     train = generate_fewshot_dataset(train, num_shots=num_shots)
@@ -99,6 +188,7 @@ def load_or_create_fewshot(dataset_dir, path_prefix, train, val, num_shots, seed
     if with_val:
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
         obj["val"] = items_to_rows(val, path_prefix, path)
+    obj[IDENTITY_KEY] = identity
     log.info(f"Saving preprocessed few-shot data to {path}")
     _write_cache(path, obj, log)
     return train, val

@@ -7,6 +7,7 @@ import os
 from PIL import Image
 
 from .base_dataset import DatasetError
+from .image_modes import to_rgb
 
 
 class BadImageError(DatasetError):
@@ -45,9 +46,10 @@ def check_images_exist(*data_sources, name="dataset"):
 
 
 def read_image(path):
-    """``PIL.Image.open(path).convert("RGB")``; ``BadImageError`` naming ``path`` when it cannot be read."""
+    """``path`` as 8-bit RGB (every mode with its real range: ``image_modes.to_rgb``); ``BadImageError``
+    naming ``path`` when it cannot be read or its mode cannot be converted faithfully."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except (OSError, ValueError, SyntaxError) as e:
         raise BadImageError(f"cannot read image {path}: {e}") from None

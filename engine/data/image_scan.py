@@ -29,10 +29,11 @@ from engine.utils.logger import get_logger
 
 from .base_dataset import DatasetError
 from .image_check import check_images_exist
+from .image_modes import NEEDS_PIXELS, UnsupportedImage, mode_reason, to_rgb
 
 MODES = ("exists", "header", "decode")
 CACHE_FILE = ".image_check.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: image modes are checked too (engine.data.image_modes); older caches are re-checked
 _LEVEL = {"header": 1, "decode": 2}
 _TAIL = 1024
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -78,8 +79,11 @@ def probe_image(path, mode="header"):
             fmt = img.format
             if not img.width or not img.height:
                 return f"{fmt} image of size {img.width}x{img.height}"
-            if mode == "decode":
-                img.load()
+            unsupported = mode_reason(img.mode)
+            if unsupported:
+                return unsupported
+            if mode == "decode" or img.mode in NEEDS_PIXELS:  # the range of I/F images is in their pixels
+                to_rgb(img)
                 return None
             with open(path, "rb") as f:
                 f.seek(max(0, size - _TAIL))
@@ -94,6 +98,8 @@ def probe_image(path, mode="header"):
             except (OSError, ValueError, SyntaxError) as e:
                 return f"truncated {fmt} ({size:,} bytes; {e})"
         return None
+    except UnsupportedImage as e:
+        return str(e)
     except UnidentifiedImageError:
         return f"not an image (unrecognised format; {size:,} bytes starting with {head[:8]!r})"
     except (OSError, ValueError, SyntaxError) as e:
@@ -125,6 +131,10 @@ def _read_cache(path):
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)
+        if isinstance(data, dict) and data.get("version") == 1:
+            get_logger().info(f"The image-check cache {path} predates the image-mode check; every image is "
+                              "checked once more")
+            return {}
         if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
             raise ValueError("unknown layout")
         base = os.path.dirname(os.path.abspath(path))

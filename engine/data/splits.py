@@ -98,6 +98,34 @@ def read_split(filepath, path_prefix, keys=("train", "val", "test")):
     return out
 
 
+def distinct_images(source, train, val, test):
+    """``(train, val, test)`` with each image once: an image listed again in the same split with the same
+    label is dropped (one warning counts them); in another split, or with another label, it is a
+    one-line ``DatasetError`` naming ``source`` and the image. Paths compare after ``os.path.normpath``."""
+    where, out, repeats = {}, [], []
+    for key, items in (("train", train), ("val", val), ("test", test)):
+        kept = []
+        for item in items:
+            path = os.path.normpath(item.impath)
+            if path in where:
+                key0, label0 = where[path]
+                if key0 != key:
+                    raise DatasetError(f"{source}: image {item.impath} is in both {key0} and {key}; an image must be "
+                                       "in one split (it would be tested on what was trained on)")
+                if label0 != item.label:
+                    raise DatasetError(f"{source}: image {item.impath} has labels {label0} and {item.label} in "
+                                       f"{key}; an image has one label")
+                repeats.append(item.impath)
+                continue
+            where[path] = (key, item.label)
+            kept.append(item)
+        out.append(kept)
+    if repeats:
+        get_logger().warning(f"{source}: {len(repeats)} entries repeat an image listed earlier in the same split "
+                             f"(first: {repeats[0]}); each image is used once")
+    return tuple(out)
+
+
 def save_split(train, val, test, filepath, path_prefix):
     """Write a CoOp split file atomically (paths relative to ``path_prefix``)."""
     obj = {

@@ -10,11 +10,20 @@ processes take the same stale lock at once exactly one creates the next generati
 it held. Nothing is ever deleted to take a lock, so there is no unlink race; releasing adds a
 ``free`` generation; the holder removes generations below its own.
 
-A ``held`` generation is stale when its host is this host (``HARNESS_HOSTNAME``, else the host name)
-and its pid is dead, or, for another host, when its heartbeat is older than the timeout
-(``HARNESS_LOCK_TIMEOUT`` seconds, default 300). A holder refreshes its heartbeat every
-``HARNESS_LOCK_HEARTBEAT`` seconds (default 30) from a daemon thread, so clocks of the hosts must agree
-to well within the timeout.
+A ``held`` generation is stale when its heartbeat is older than the timeout (``HARNESS_LOCK_TIMEOUT``
+seconds, default 300), whatever its pid (a pid alive again is a reused pid, or a holder paused for
+longer than the timeout); on this host (``HARNESS_HOSTNAME``, else the host name) also at once when
+its pid is dead, or when its pid is this very process but no lock object of this process carries its
+token (a container restarted with the same pid). A heartbeat more than the timeout in the future is
+clock skew: the lock counts as held and the message says so and how to fix it. A holder refreshes its
+heartbeat every ``HARNESS_LOCK_HEARTBEAT`` seconds (default 30) from a daemon thread, so clocks of the
+hosts must agree to well within the timeout.
+
+A holder that finds its generation no longer the highest (taken over while it was paused) has lost
+the lock: :meth:`Lock.write_guard` (``engine.utils.write_guard``) then raises :class:`LockLost` (one
+line) at every write into the folder and at the trainer's next safe point, so it writes nothing more.
+Creating the lock folder or a generation file on a full disk, a read-only folder or a path through a
+file raises ``engine.utils.io.WriteError`` (one line); no temp file is left behind.
 """
 import contextlib
 import json
@@ -25,7 +34,13 @@ import threading
 import time
 import uuid
 
-__all__ = ["Lock", "LockHeld", "host_name", "lock_timeout", "heartbeat_interval"]
+from engine.utils.io import WriteError, os_error_line
+from engine.utils.write_guard import add_guard, remove_guard
+
+__all__ = ["Lock", "LockHeld", "LockLost", "host_name", "lock_timeout", "heartbeat_interval"]
+
+#: tokens of the locks this process holds now (a generation naming this pid with another token is stale)
+_HELD_TOKENS = set()
 
 _GEN_RE = re.compile(r"^gen-(\d{12})$")
 
@@ -62,6 +77,17 @@ class LockHeld(RuntimeError):
     """The lock is held by a live process; one line naming the holder (host, pid, heartbeat age)."""
 
 
+class LockLost(LockHeld):
+    """This process held the lock and another one has taken it over; one line naming the new holder."""
+
+
+def _os_error(err, path):
+    """``WriteError`` (one line naming ``path``) for an ``OSError`` met creating the lock."""
+    out = WriteError(os_error_line(err, path))
+    out.errno, out.filename = err.errno, os.path.abspath(path)
+    return out
+
+
 class Lock:
     """``Lock(path, what).acquire()`` ... ``release()`` (or ``with``); see the module docstring."""
 
@@ -71,6 +97,7 @@ class Lock:
         self.gen = None
         self._stop = threading.Event()
         self._thread = None
+        self._guards = []
         self.lost = False
 
     # ------------------------------------------------------------------ files
@@ -100,11 +127,17 @@ class Lock:
         return data if isinstance(data, dict) else {}
 
     def _temp(self, record):
+        """A complete temp file holding ``record``; on any error it is removed and the error raised."""
         tmp = os.path.join(self.path, f".tmp-{self.token}-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
         return tmp
 
     def _create(self, gen, record):
@@ -130,21 +163,33 @@ class Lock:
                 os.remove(tmp)
 
     # ------------------------------------------------------------------ staleness
-    def stale_reason(self, record, gen):
-        """Why a ``held`` generation may be taken over (``''`` when it is live)."""
-        host, pid = record.get("host"), record.get("pid")
-        if host == host_name() and isinstance(pid, int):
-            if pid == os.getpid() and record.get("token") != self.token:
-                return ""  # another lock object of this process: live
-            return "" if pid_alive(pid) else f"pid {pid} on this host is dead"
+    def _heartbeat_of(self, record, gen):
         beat = record.get("heartbeat")
-        if not isinstance(beat, (int, float)):
-            try:
-                beat = os.stat(self._gen_path(gen)).st_mtime
-            except OSError:
-                return "vanished"
+        if isinstance(beat, (int, float)) and not isinstance(beat, bool):
+            return float(beat)
+        try:
+            return os.stat(self._gen_path(gen)).st_mtime
+        except OSError:
+            return None
+
+    def stale_reason(self, record, gen):
+        """Why a ``held`` generation may be taken over (``''`` when it is live); see the module docstring."""
+        host, pid = record.get("host"), record.get("pid")
+        beat = self._heartbeat_of(record, gen)
+        if beat is None:
+            return "vanished"
         age = time.time() - beat
-        return f"no heartbeat for {age:.0f} s" if age > lock_timeout() else ""
+        if host == host_name() and isinstance(pid, int):
+            if pid == os.getpid():
+                if record.get("token") in _HELD_TOKENS:
+                    return ""  # another lock object of this process holds it: live
+                return f"pid {pid} is this process, which does not hold it (left by an earlier process with that pid)"
+            if not pid_alive(pid):
+                return f"pid {pid} on this host is dead"
+        if age > lock_timeout():
+            alive = " (its pid is alive: reused, or the holder is paused)" if host == host_name() else ""
+            return f"no heartbeat for {age:.0f} s{alive}"
+        return ""
 
     def holder(self):
         """``(gen, record)`` of the current live holder, else None."""
@@ -158,7 +203,14 @@ class Lock:
 
     # ------------------------------------------------------------------ acquire / release
     def acquire(self):
-        """Take the lock or raise :class:`LockHeld`; starts the heartbeat thread. Returns ``self``."""
+        """Take the lock or raise :class:`LockHeld`; starts the heartbeat thread. Returns ``self``.
+        An ``OSError`` creating the lock is a one-line ``WriteError`` naming it."""
+        try:
+            return self._acquire()
+        except OSError as err:
+            raise _os_error(err, self.path) from None
+
+    def _acquire(self):
         os.makedirs(self.path, exist_ok=True)
         for _ in range(100):
             gens = self._generations()
@@ -176,6 +228,7 @@ class Lock:
                     os.remove(self._gen_path(top + 1))
                 continue
             self.gen = top + 1
+            _HELD_TOKENS.add(self.token)
             self._prune()
             self._start_heartbeat()
             return self
@@ -183,9 +236,47 @@ class Lock:
 
     def _held_error(self, rec):
         beat = rec.get("heartbeat")
-        age = f", heartbeat {time.time() - beat:.0f} s ago" if isinstance(beat, (int, float)) else ""
-        who = f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')}{age}"
-        return LockHeld(f"{self.what} is in use by {who} (lock {self.path})" + (f"; {self.hint}" if self.hint else ""))
+        who = f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')}"
+        if isinstance(beat, (int, float)) and beat - time.time() > lock_timeout():
+            return LockHeld(
+                f"{self.what} is locked by {who} with a heartbeat {beat - time.time():.0f} s in the future (lock "
+                f"{self.path}): the clocks of this host and {rec.get('host', '?')} disagree (clock skew), so whether "
+                "that run still lives cannot be told; synchronise the clocks (NTP), or, when no run uses the folder, "
+                f"delete the lock folder (rm -r {self.path})")
+        age = f", heartbeat {max(0.0, time.time() - beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
+        return LockHeld(f"{self.what} is in use by {who}{age} (lock {self.path})" + (f"; {self.hint}" if self.hint else ""))
+
+    def _lost_error(self):
+        gens = self._generations()
+        rec = (self._read(gens[-1]) or {}) if gens else {}
+        if rec.get("state") == "held" and rec.get("token") != self.token:
+            who = f"taken over by pid {rec.get('pid', '?')} on host {rec.get('host', '?')}"
+        else:
+            who = "removed or released by another process"
+        return LockLost(
+            f"this run lost {self.what}: its lock {self.path} was {who} while this run was paused or could not "
+            f"refresh its heartbeat for longer than HARNESS_LOCK_TIMEOUT ({lock_timeout():.0f} s); it stops here "
+            "and writes nothing more there (that folder now belongs to the other run; re-run into another "
+            "--output-dir if both are wanted)")
+
+    def write_guard(self, folder):
+        """Install an ``engine.utils.write_guard`` guard for ``folder``: once this lock is lost, every write
+        under ``folder`` (and, while held, the run's safe points: ``path`` None) raises :class:`LockLost`.
+        Returns it; :meth:`release` uninstalls it, unless the lock was lost: then writes under ``folder``
+        stay refused for the rest of the process (e.g. the error line is not appended to its log.txt)."""
+        root = os.path.join(os.path.abspath(folder), "")
+
+        def guard(path):
+            if path is None and self.gen is None:
+                return  # released: only the folder itself stays guarded once lost
+            if path is not None and not os.path.join(os.path.abspath(path), "").startswith(root):
+                return
+            if self.lost or not self.owned():
+                self.lost = True
+                raise self._lost_error()
+
+        self._guards.append(add_guard(guard))
+        return guard
 
     def _prune(self):
         for gen in self._generations():
@@ -228,6 +319,13 @@ class Lock:
 
     def release(self):
         """Stop the heartbeat and publish a ``free`` generation (only while we still hold the lock)."""
+        if not self.lost and self.gen is not None and not self.owned():
+            self.lost = True
+        if not self.lost:  # a lost folder stays guarded: this process writes nothing more into it
+            for guard in self._guards:
+                remove_guard(guard)
+            self._guards = []
+        _HELD_TOKENS.discard(self.token)
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)

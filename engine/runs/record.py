@@ -38,6 +38,11 @@ IGNORED_KEYS = ("OUTPUT_DIR", "DATASET.ROOT", "RESUME", "TRAIN.PRINT_FREQ", "DAT
 _MAX_SHOWN = 4
 
 
+class RunRecordError(ValueError):
+    """``run_record.json`` exists but cannot be read as a record (truncated, not JSON, not an object):
+    one line naming the file; never taken for a run that predates records."""
+
+
 class RunSettingsMismatch(ValueError):
     """A finished or half-finished run folder was run with other settings than the requested ones."""
 
@@ -94,14 +99,25 @@ def has_checkpoints(output_dir: str) -> bool:
 
 
 def read_record(output_dir: str) -> dict:
-    """The record of ``output_dir`` (``{}`` when absent or unreadable: runs that predate records)."""
+    """The record of ``output_dir``; ``{}`` when there is none (runs that predate records).
+
+    A record that exists but cannot be read (truncated, not JSON, not an object, unreadable file) is a
+    :class:`RunRecordError` naming it."""
     path = os.path.join(output_dir, RECORD_FILE)
+    remedy = ("it says which settings that folder was run with: restore it, or delete it (the folder then "
+              "counts as a run from before records, its settings unchecked) or delete the whole folder to run again")
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except OSError as e:
+        raise RunRecordError(f"cannot read the run record {path} ({e.strerror or e}); {remedy}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise RunRecordError(f"the run record {path} is damaged ({type(e).__name__}: {e}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"the run record {path} is damaged (a JSON {type(data).__name__}, not an object); {remedy}")
+    return data
 
 
 def write_record(output_dir: str, mode: str, settings: dict, args: dict) -> dict:
@@ -111,10 +127,30 @@ def write_record(output_dir: str, mode: str, settings: dict, args: dict) -> dict
     data = read_record(output_dir)
     data["version"] = RECORD_VERSION
     data[mode] = {"hash": settings_hash(settings), "settings": settings, "args": dict(args)}
+    if settings.get("--model-dir"):  # where the model dir is from this folder: a moved output root still matches
+        data[mode]["relative"] = {"--model-dir": os.path.relpath(settings["--model-dir"], os.path.realpath(output_dir))}
     os.makedirs(output_dir, exist_ok=True)
     text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
     atomic_write_text(os.path.join(output_dir, RECORD_FILE), text)
     return data
+
+
+def relocated_settings(entry: dict, output_dir: str) -> dict:
+    """The recorded settings of ``entry`` with ``--model-dir`` where it is now when the output root was
+    moved: the same path relative to ``output_dir`` as when recorded (``entry["relative"]``; for records
+    without it, relative to the absolute ``--output-dir`` they were run with). Other entries unchanged."""
+    settings = dict(entry.get("settings") or {})
+    recorded = settings.get("--model-dir")
+    if not isinstance(recorded, str) or not recorded:
+        return settings
+    rel = (entry.get("relative") or {}).get("--model-dir") if isinstance(entry.get("relative"), dict) else None
+    if not isinstance(rel, str):
+        old_out = (entry.get("args") or {}).get("output_dir") if isinstance(entry.get("args"), dict) else None
+        if not isinstance(old_out, str) or not os.path.isabs(old_out) or not os.path.isabs(recorded):
+            return settings
+        rel = os.path.relpath(recorded, os.path.normpath(old_out))
+    settings["--model-dir"] = os.path.normpath(os.path.join(os.path.realpath(output_dir), rel))
+    return settings
 
 
 def diff_settings(recorded: dict, requested: dict, defaults: dict | None = None) -> list:
@@ -232,7 +268,12 @@ def check_settings(output_dir: str, train_args, repo_root: str, status: str, hin
     requested = requested_settings(train_args, repo_root)
     if entry.get("hash") == settings_hash(requested):
         return None
-    diffs = diff_settings(entry["settings"], requested, default_settings(repo_root))
+    recorded = entry["settings"]
+    if requested.get("--model-dir") != recorded.get("--model-dir"):
+        moved = relocated_settings(entry, output_dir)  # the output root was moved with its runs
+        if moved.get("--model-dir") == requested.get("--model-dir"):
+            recorded = moved
+    diffs = diff_settings(recorded, requested, default_settings(repo_root))
     if not diffs:
         return None
     return mismatch_message(output_dir, diffs, status, hint)

@@ -201,8 +201,10 @@ def read_metrics(run_dir: str, kind: str | None = None):
     try:
         with open(os.path.join(run_dir, "run_record.json"), "r", encoding="utf-8") as f:
             rec = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         rec = {}
+    except (OSError, ValueError):
+        return None  # a damaged record: which settings wrote metrics.json is unknown; the log decides
     entry = rec.get(data["mode"]) if isinstance(rec, dict) else None
     if isinstance(entry, dict) and entry.get("hash") and entry["hash"] != data["config_hash"]:
         return None  # the folder was re-run with other settings since: the log decides

@@ -3,6 +3,7 @@ from engine.distributed import is_distributed
 from engine.resume_point import save_resume_point
 from engine.training.rng_state import capture_rng_state
 from engine.utils import signals
+from engine.utils.write_guard import check_writes
 
 __all__ = ["SafeStopMixin"]
 
@@ -13,7 +14,11 @@ class SafeStopMixin:
     def stop_if_requested(self, epochs_done, batches_done):
         """On a pending SIGINT/SIGTERM (``engine.utils.signals``): save the resume point (``epochs_done``
         complete epochs, ``batches_done`` batches of the next) and raise ``signals.Interrupted``. After
-        the last epoch its checkpoint is the resume point. Distributed runs stop at once."""
+        the last epoch its checkpoint is the resume point. Distributed runs stop at once.
+
+        First, the write guards (``engine.utils.write_guard``): a run whose output folder was taken
+        over while it was paused stops here with their one line (``LockLost``) and saves nothing."""
+        check_writes()
         signum = signals.stop_requested()
         if signum is None:
             return

@@ -10,6 +10,7 @@ A write that fails for lack of space or permission raises :class:`WriteError` (a
 line naming the file, its folder and, for a full disk, the bytes needed and free.
 """
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import time
 
 from engine.utils.logger import get_logger
 from engine.utils.write_errors import WriteError, as_write_error
+from engine.utils.write_guard import check_writes
 
 
 def _file_mode():
@@ -31,6 +33,7 @@ def _file_mode():
 
 __all__ = [
     "WriteError",
+    "os_error_line",
     "remove_stale_temps",
     "atomic_open",
     "atomic_write_bytes",
@@ -59,6 +62,27 @@ _TEMP_RE = re.compile(r"^\.(?P<base>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\
 
 def _host_tag():
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def os_error_line(err, path, doing="writing"):
+    """One line for any ``OSError`` met ``doing`` ``path``: :func:`as_write_error`'s line for a full disk
+    or a permission problem, a named line for a file in the way of a folder, else the system's reason."""
+    converted = as_write_error(err, path)
+    if converted is not None:
+        return str(converted)
+    path = os.path.abspath(os.fspath(path))
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = path
+        while not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+            blocker = os.path.dirname(blocker)
+        while os.path.isdir(blocker) and blocker != path:  # the deepest existing part that is no folder
+            nxt = os.path.join(blocker, os.path.relpath(path, blocker).split(os.sep)[0])
+            if not os.path.lexists(nxt):
+                break
+            blocker = nxt
+        return (f"cannot create {path}: {blocker} is a file, not a folder; choose another output folder "
+                "(--output-dir) or move the file away")
+    return f"{err.strerror or err} {doing} {path}" + (f" ({err.filename})" if err.filename and err.filename != path else "")
 
 
 def _is_stale(match, full_path, host, now):
@@ -107,7 +131,8 @@ def remove_stale_temps(folder, name=None):
 def atomic_open(path, mode="wb", encoding=None, size_hint=None):
     """Yield a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed.
 
-    Stale temp files of ``path`` (killed writers) are removed first. A full disk or a permission error
+    Stale temp files of ``path`` (killed writers) are removed first. The write guards
+(``engine.utils.write_guard``) are asked before the temp file is made and before it replaces ``path``. A full disk or a permission error
     becomes :class:`WriteError` (``size_hint``: the bytes to be written, quoted in the message).
     """
     if mode not in ("w", "wb"):
@@ -115,6 +140,7 @@ def atomic_open(path, mode="wb", encoding=None, size_hint=None):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
+    check_writes(path)  # a run whose output folder was taken over writes nothing more (write_guard)
     try:
         mkdir_if_missing(folder)
         remove_stale_temps(folder, os.path.basename(path))
@@ -125,6 +151,7 @@ def atomic_open(path, mode="wb", encoding=None, size_hint=None):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
+        check_writes(path)  # again: the run may have been paused while it wrote
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:

@@ -18,6 +18,7 @@ import sys
 import time
 
 from engine.utils.write_errors import as_write_error
+from engine.utils.write_guard import check_writes
 
 LOGGER_NAME = "harness"
 SEPARATOR_MARK = "=" * 20 + " new run "
@@ -72,7 +73,7 @@ class _LogFileHandler(logging.FileHandler):
     failed = False
 
     def emit(self, record):
-        if not self.failed:
+        if not self.failed and _may_write(self.baseFilename):
             super().emit(record)
 
     def handleError(self, record):
@@ -100,11 +101,20 @@ class _suppress:
         return exc[0] is not None and issubclass(exc[0], OSError)
 
 
+def _may_write(path):
+    """False once a write guard (``engine.utils.write_guard``: the run lost its output folder) objects."""
+    try:
+        check_writes(path)
+    except Exception:  # noqa: BLE001 - the guard's line is raised at the run's next safe point instead
+        return False
+    return True
+
+
 def write_to_log_file(line):
     """Append ``line`` to the ``log.txt`` of the project logger (not the console); silently skipped
     when there is none or it cannot be written."""
     for handler in logging.getLogger(LOGGER_NAME).handlers:
-        if isinstance(handler, _LogFileHandler) and not handler.failed:
+        if isinstance(handler, _LogFileHandler) and not handler.failed and _may_write(handler.baseFilename):
             with _suppress():
                 handler.acquire()
                 try:

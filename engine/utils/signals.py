@@ -16,7 +16,7 @@ import threading
 from engine.utils.logger import get_logger
 
 __all__ = ["Interrupted", "install", "uninstall", "deferred", "stop_requested", "clear", "signal_name",
-           "exit_code"]
+           "exit_code", "die_with_parent", "die_with_launcher", "under_torchrun"]
 
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
 _state = {"signum": None, "depth": 0, "previous": None}
@@ -100,24 +100,30 @@ def clear():
 PARENT_ENV = "HARNESS_PARENT_PID"
 
 
-def die_with_parent():
-    """Under a supervisor that sets ``HARNESS_PARENT_PID`` (the sweep): ask Linux to send this process
-    SIGTERM when its parent process dies (``prctl(PR_SET_PDEATHSIG)``; a clean stop with the state saved),
-    and stop at once when the supervisor is already gone. Elsewhere (no variable, not Linux): nothing."""
-    import os
+def _parent_death_signal():
+    """Ask Linux for SIGTERM when this process's parent dies (``prctl(PR_SET_PDEATHSIG)``); False elsewhere."""
     import sys
 
-    parent = os.environ.pop(PARENT_ENV, "")  # not inherited by processes this one starts
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
-            return False
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
     except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent():
+    """Under a supervisor that sets ``HARNESS_PARENT_PID`` (the sweep): ask Linux to send this process
+    SIGTERM when its parent process dies (``prctl(PR_SET_PDEATHSIG)``; a clean stop with the state saved),
+    and stop at once when the supervisor is already gone. Elsewhere (no variable, not Linux): nothing."""
+    import os
+
+    parent = os.environ.pop(PARENT_ENV, "")  # not inherited by processes this one starts
+    if not parent.isdigit() or not _parent_death_signal():
         return False
     if os.getppid() != int(parent):  # started through a wrapper, or the supervisor died before prctl took effect
         try:
@@ -126,4 +132,30 @@ def die_with_parent():
             raise Interrupted(signal.SIGTERM, "start-up (its supervisor is gone)") from None
         except OSError:
             pass
+    return True
+
+
+def under_torchrun():
+    """True in a rank started by ``torchrun`` (its elastic agent sets ``TORCHELASTIC_RUN_ID``), or any
+    launcher that sets ``WORLD_SIZE`` > 1 and ``LOCAL_RANK``."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "")
+    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) or (world.isdigit() and int(world) > 1
+                                                          and "LOCAL_RANK" in os.environ)
+
+
+def die_with_launcher():
+    """In a ``torchrun`` rank: SIGTERM when the launcher (this process's parent) dies, as the sweep's
+    children do (:func:`die_with_parent`), so that killing ``torchrun`` never leaves ranks training on
+    as orphans; stop at once when the launcher is already gone. Elsewhere: nothing."""
+    import os
+
+    if not under_torchrun():
+        return False
+    parent = os.getppid()
+    if not _parent_death_signal():
+        return False
+    if os.getppid() != parent:  # the launcher died between the two calls
+        raise Interrupted(signal.SIGTERM, "start-up (its torchrun launcher is gone)")
     return True

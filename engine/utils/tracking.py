@@ -16,15 +16,24 @@ tag of a run: optimisation steps (training batches) done, counted across resumes
 
 Only the main process of a distributed run tracks; the others get a tracker that does nothing.
 Every tracker still open at interpreter exit is closed (events flushed).
+
+Errors: an ``OSError`` of the TensorBoard writer (a full disk at start or mid-run, also one raised in
+its background thread, whose traceback is not printed) is raised at the next ``add_scalar``/``close``
+as one ``engine.utils.io.WriteError`` line naming the folder, and the writer is dropped. A write guard
+(``engine.utils.write_guard``: the run lost its output folder) stops every TensorBoard write, and
+``close`` then drops the writer without flushing into the folder.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import threading
 import weakref
 
+from engine.utils.io import WriteError, os_error_line
 from engine.utils.logger import get_logger
 from engine.utils.tb_events import carry_over, existing_event_files
+from engine.utils.write_guard import check_writes
 
 TB_FOLDER = "tensorboard"
 _warned_no_tensorboard = False
@@ -57,6 +66,31 @@ def check_tracking(cfg) -> None:
         _import_wandb(project)
 
 
+def _quiet_writer_threads() -> None:
+    """Print no traceback for an exception of TensorBoard's writer thread: the tracker raises it in the
+    main thread (one line) at its next write or close. Installed once; other threads keep the hook."""
+    previous = threading.excepthook
+    if getattr(previous, "_harness_tb_quiet", False):
+        return
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+
+    hook._harness_tb_quiet = True
+    threading.excepthook = hook
+
+
+def _tb_error(err, log_dir: str) -> Exception:
+    """One line for an error of the TensorBoard writer on ``log_dir``."""
+    if isinstance(err, OSError):
+        out = WriteError(os_error_line(err, err.filename or os.path.join(log_dir, "events.out.tfevents.*")))
+        out.errno = err.errno
+        return out
+    return WriteError(f"the TensorBoard writer failed on {log_dir} ({type(err).__name__}: {err})")
+
+
 def _summary_writer(log_dir: str):
     """A ``SummaryWriter`` on ``log_dir``, or None (warned once) without the tensorboard package."""
     global _warned_no_tensorboard
@@ -68,7 +102,11 @@ def _summary_writer(log_dir: str):
             get_logger().warning("the tensorboard package is not installed: no TensorBoard events are "
                                  "written (pip install tensorboard)")
         return None
-    return SummaryWriter(log_dir=log_dir)
+    _quiet_writer_threads()
+    try:
+        return SummaryWriter(log_dir=log_dir)
+    except OSError as err:
+        raise _tb_error(err, log_dir) from None
 
 
 class Tracker:
@@ -91,7 +129,7 @@ class Tracker:
             return
         value = float(value)
         if self.tb is not None:
-            self.tb.add_scalar(tag, value, step)
+            self._tb_call(lambda tb: tb.add_scalar(tag, value, step))
         if self.wandb is not None:
             # one x axis per prefix (all in the run's step unit: training steps done)
             prefix = tag.split("/", 1)[0]
@@ -111,23 +149,50 @@ class Tracker:
 
         params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in _flat_config(cfg).items()}
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        for summary in hparams(params, values):
-            self.tb.file_writer.add_summary(summary)
-        self.tb.flush()
+
+        def write(tb):
+            for summary in hparams(params, values):
+                tb.file_writer.add_summary(summary)
+            tb.flush()
+
+        self._tb_call(write)
+
+    def _tb_call(self, call) -> None:
+        """``call(writer)`` after the write guards; on any error the writer is dropped (not flushed) and
+        the error raised: the guard's own line, or the writer's error as one line."""
+        log_dir = getattr(self.tb, "log_dir", "") or ""
+        try:
+            check_writes(log_dir or None)
+        except Exception:
+            self._drop_tb()
+            raise
+        try:
+            call(self.tb)
+        except Exception as err:  # noqa: BLE001 - the writer's errors become the run's one line
+            self._drop_tb()
+            raise _tb_error(err, log_dir) from None
+
+    def _drop_tb(self) -> None:
+        self.tb = None
+        if not self.enabled:
+            _open.discard(self)
 
     def flush(self) -> None:
         if self.tb is not None:
-            self.tb.flush()
+            self._tb_call(lambda tb: tb.flush())
 
     def close(self) -> None:
-        """Flush and close both back ends (idempotent)."""
-        tb, run = self.tb, self.wandb
-        self.tb = self.wandb = None
-        _open.discard(self)
-        if tb is not None:
-            tb.close()
-        if run is not None:
-            run.finish()
+        """Flush and close both back ends (idempotent). A TensorBoard writer that may no longer write
+        (write guard) is dropped without flushing."""
+        run, self.wandb = self.wandb, None
+        try:
+            if self.tb is not None:
+                self._tb_call(lambda tb: tb.close())
+        finally:
+            self.tb = None
+            _open.discard(self)
+            if run is not None:
+                run.finish()
 
 
 def _flat_config(cfg) -> dict:
@@ -148,7 +213,11 @@ def open_tracker(cfg, log_dir: str, is_main: bool | None = None, keep_until: int
         is_main = is_main_process()
     if not is_main:
         return Tracker()
-    os.makedirs(log_dir, exist_ok=True)
+    try:
+        check_writes(log_dir)
+        os.makedirs(log_dir, exist_ok=True)
+    except OSError as err:
+        raise _tb_error(err, log_dir) from None
     old_events = existing_event_files(log_dir)
     tb = _summary_writer(log_dir)
     if tb is not None and old_events:
