@@ -43,7 +43,9 @@ def test_train_help_lists_every_registered_trainer():
 
     text = " ".join(_help("train.py").split())
     listed = re.search(r"--trainer TRAINER method \(TRAINER.NAME\): (.*?) --backbone", text).group(1).split(", ")
-    assert sorted(listed) == sorted(TRAINER_REGISTRY.registered_names())
+    ours = [n for n in TRAINER_REGISTRY.registered_names()  # test modules may register toy trainers
+            if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")]
+    assert sorted(listed) == sorted(ours)
     assert len(listed) == len(set(listed)) >= 10
 
 

@@ -53,7 +53,8 @@ def test_ci_run_checks_random_order_without_shared_and_newest_versions():
 def test_ci_run_lints_with_ruff_after_the_tests(tmp_path):
     text = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
     steps = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert steps.index('"$PYTHON" -m ruff check .') > steps.index("bash scripts/test.sh")
+    tests_step = next(i for i, step in enumerate(steps) if step.endswith("bash scripts/test.sh"))
+    assert steps.index('"$PYTHON" -m ruff check .') > tests_step
     assert os.path.isfile(os.path.join(REPO, "ruff.toml"))
     if subprocess.run(["python", "-m", "ruff", "--version"], capture_output=True).returncode != 0:
         pytest.skip("ruff is not installed (bash scripts/install.sh)")

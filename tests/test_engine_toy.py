@@ -177,8 +177,8 @@ def weights(trainer):
 
 # ------------------------------------------------------------------------------------------ tests
 def test_iteration_lines_format_count_and_lr(tmp_path):
-    """6 batches/epoch, PRINT_FREQ 2 -> 3 lines per epoch in Dassl's exact format; the epoch's last line
-    already shows the next epoch's LR (the scheduler steps after the last batch)."""
+    """6 batches/epoch, PRINT_FREQ 2 -> 3 lines per epoch in Dassl's exact format; every line shows the LR
+    its batch's optimiser step used, also the epoch's last line (the scheduler steps after that batch)."""
     cfg = toy_cfg(tmp_path, "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "constant")
     trainer = build_toy(cfg)
     trainer.train()
@@ -186,11 +186,11 @@ def test_iteration_lines_format_count_and_lr(tmp_path):
     iters = [ITER_RE.match(line) for line in lines if line.startswith("epoch [")]
     assert all(iters), [line for line in lines if line.startswith("epoch [")]
     got = [(int(m.group(1)), int(m.group(3)), m.group(7)) for m in iters]
-    # cosine over 3 epochs with 1 warm-up epoch: 1e-5, 0.1, 0.1*(1+cos(pi/3))/2 = 0.075, then 0.025 (next)
+    # cosine over 3 epochs with 1 warm-up epoch: 1e-5, 0.1, 0.1*(1+cos(pi/3))/2 = 0.075
     assert got == [
-        (1, 2, "1.0000e-05"), (1, 4, "1.0000e-05"), (1, 6, "1.0000e-01"),
-        (2, 2, "1.0000e-01"), (2, 4, "1.0000e-01"), (2, 6, "7.5000e-02"),
-        (3, 2, "7.5000e-02"), (3, 4, "7.5000e-02"), (3, 6, "2.5000e-02"),
+        (1, 2, "1.0000e-05"), (1, 4, "1.0000e-05"), (1, 6, "1.0000e-05"),
+        (2, 2, "1.0000e-01"), (2, 4, "1.0000e-01"), (2, 6, "1.0000e-01"),
+        (3, 2, "7.5000e-02"), (3, 4, "7.5000e-02"), (3, 6, "7.5000e-02"),
     ]
     assert all(m.group(2) == "3" and m.group(4) == "6" for m in iters)
 
