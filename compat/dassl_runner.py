@@ -1,4 +1,4 @@
-"""``python train.py --dassl-repo PATH [--clip-weights FILE] [--resumable NAME] -- <the repo's own train.py arguments>``.
+"""``python train.py --dassl-repo PATH [--clip-weights FILE] [--resumable NAME] -- <the repo's train.py arguments>``.
 
 Runs a Dassl-based research repository's UNMODIFIED ``train.py`` (its ``trainers/``, ``datasets/`` and
 forked ``clip/``) in this process, on the engine, through the compatibility package
@@ -209,10 +209,12 @@ class Session:
         self._write_record(cfg)
         self.wrap_clip_downloads()
         if is_resumable(cls):
-            self.announce("resume", f"adapter resume-policy: {cls.__name__} is declared resumable (exact mid-epoch resume)")
+            self.announce("resume", f"adapter resume-policy: {cls.__name__} is declared resumable "
+                                    "(exact mid-epoch resume)")
         else:
-            self.announce("resume", f"adapter resume-policy: {cls.__name__} is not declared resumable: a stopped run restarts "
-                                    "from scratch in a new folder (--resumable NAME declares it)")
+            self.announce("resume", f"adapter resume-policy: {cls.__name__} is not declared resumable: "
+                                    "a stopped run restarts from scratch in a new folder "
+                                    "(--resumable NAME declares it)")
 
     def on_trainer_built(self, trainer):
         self.trainer = trainer
@@ -269,8 +271,8 @@ class Session:
             cfg = session.cfg
             arch = url[len(AnyArchitecture.PREFIX):] if url.startswith(AnyArchitecture.PREFIX) else url
             if session.clip_weights:
-                session.announce("weights", f"adapter clip-weights: {module_name}._download({os.path.basename(arch)}) reads "
-                                            f"--clip-weights {session.clip_weights}")
+                session.announce("weights", f"adapter clip-weights: {module_name}._download("
+                                            f"{os.path.basename(arch)}) reads --clip-weights {session.clip_weights}")
                 return session.clip_weights
             path = cfg.MODEL.BACKBONE.PATH if cfg is not None and "PATH" in cfg.MODEL.BACKBONE else ""
             if path:
@@ -280,7 +282,8 @@ class Session:
                                             f"MODEL.BACKBONE.PATH {path}")
                 return path
             cache = os.path.expanduser(os.environ.get("CLIP_CACHE_DIR") or "~/.cache/clip")
-            session.announce("weights", f"adapter clip-weights: {module_name}._download looks in the CLIP cache {cache}")
+            session.announce("weights", f"adapter clip-weights: {module_name}._download looks in the CLIP cache "
+                                        f"{cache}")
             try:
                 return original(url, cache, *args, **kwargs)
             except Exception as err:  # no network, bad checksum: one line

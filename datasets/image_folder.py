@@ -6,7 +6,8 @@ spaces). If ``<ROOT>/split.json`` exists (CoOp split schema, paths relative to R
 otherwise a deterministic split is made per class: the sorted files shuffled with
 ``random.Random(SPLIT_SEED)``, ``round(0.5 n)`` train, ``round(0.2 n)`` val, the rest test (at least 4
 images per class); a ``split.json`` listing an image in two splits is refused, repeats within a split
-are dropped with a warning (``distinct_images``). Few-shot caches go to ``<ROOT>/split_fewshot/`` (that folder is never a class).
+are dropped with a warning (``distinct_images``). Few-shot caches go to ``<ROOT>/split_fewshot/`` (that
+folder is never a class).
 """
 import os
 

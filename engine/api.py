@@ -59,7 +59,8 @@ def weights_file_input_defaults(path: str) -> dict:
     try:
         size = int(architecture_from_state_dict(read_state_dict(path))["image_resolution"])
     except KeyError as err:
-        raise ValueError(f"MODEL.BACKBONE.PATH {path}: not an OpenAI CLIP state dict (missing {err.args[0]!r})") from None
+        raise ValueError(f"MODEL.BACKBONE.PATH {path}: not an OpenAI CLIP state dict "
+                         f"(missing {err.args[0]!r})") from None
     return {"INPUT.SIZE": (size, size), "INPUT.PIXEL_MEAN": list(CLIP_MEAN), "INPUT.PIXEL_STD": list(CLIP_STD),
             "INPUT.INTERPOLATION": "bicubic", "INPUT.TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"]}
 

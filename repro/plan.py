@@ -285,8 +285,9 @@ def make_job(ctx: Context, method: str, kind: str, dataset: str, seed, protocol:
              shots: int | None = None, params: dict | None = None) -> Job:
     """Build the job for one script call (``scripts/<method>/<kind>.sh DATASET SEED [opts]``).
 
-    ``dataset`` is a config stem or ``NAME=STEM`` (:func:`split_dataset`). For ``xd_train`` the dataset is the source; for ``xd_test`` the model comes from the source's
-    xd training folder (``ctx.source``). Zero-shot methods run every kind as ``--eval-only``.
+    ``dataset`` is a config stem or ``NAME=STEM`` (:func:`split_dataset`). For ``xd_train`` the dataset is
+    the source; for ``xd_test`` the model comes from the source's xd training folder (``ctx.source``).
+    Zero-shot methods run every kind as ``--eval-only``.
     ``shots``: K of a ``fewshot`` / ``coop_main`` job (default: ``DATASET.NUM_SHOTS`` of the opts, else 16).
     ``params``: ``coop_main`` / ``coop_eval`` settings ``ctp``, ``nctx``, ``csc`` (CoOp's defaults).
     ``released_*`` jobs load ``<ctx.weights>``' checkpoint found by ``repro.released``.

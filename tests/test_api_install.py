@@ -24,7 +24,8 @@ def _doc_blocks():
 @pytest.mark.slow
 def test_editable_install_outside_the_repo_keeps_hugging_face_datasets(tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                   check=True, timeout=300)
     py = str(venv / "bin" / "python")
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", REPO],
                        capture_output=True, text=True, timeout=600, cwd=str(tmp_path))

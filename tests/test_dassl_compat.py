@@ -175,7 +175,8 @@ def test_name_signature_accepts_dassl_063_calls(surface, full):
 def test_trainer_method_accepts_dassl_063_calls(surface, name):
     actual = surface["methods"][name]
     assert actual != "MISSING", name
-    assert _accepts(TRAINER_METHODS_063[name], actual), f"TrainerX.{name}: Dassl {TRAINER_METHODS_063[name]}, package {actual}"
+    expected = TRAINER_METHODS_063[name]
+    assert _accepts(expected, actual), f"TrainerX.{name}: Dassl {expected}, package {actual}"
 
 
 @pytest.mark.slow
@@ -222,7 +223,8 @@ def test_config_defaults_are_the_engine_keys_plus_dassls():
         "from engine.runs.record import flatten_cfg\n"
         "a, b = flatten_cfg(get_cfg_default()), flatten_cfg(eng())\n"
         "print(json.dumps({'extra': sorted(set(a) - set(b)), 'lost': sorted(set(b) - set(a)),"
-        " 'same': all(a[k] == b[k] for k in b), 'version': a['VERSION'], 'fixmatch': a['TRAINER.FIXMATCH.CONF_THRE']}))")
+        " 'same': all(a[k] == b[k] for k in b), 'version': a['VERSION'],"
+        " 'fixmatch': a['TRAINER.FIXMATCH.CONF_THRE']}))")
     assert data["lost"] == [] and data["same"]
     assert len(data["extra"]) == 45 and "VERSION" in data["extra"]  # Dassl 0.6.3's 135 keys minus the shared ones
     assert data["version"] == 1 and data["fixmatch"] == 0.95
@@ -291,7 +293,8 @@ def roundtrip(tmp_path_factory):
         f"pickle.dump({{'train': items, 'val': items[:1]}}, open({dassl_file!r}, 'wb'))\n"
         f"print(json.dumps({{p: pickle.dumps({{'train': items}}, protocol=p).hex() for p in {PROTOCOLS!r}}}))")
     shim = run_json(
-        "import json, pickle\nfrom dassl.data.datasets import Datum\nfrom engine.data import Datum as EngineDatum\n" + make +
+        "import json, pickle\nfrom dassl.data.datasets import Datum\n"
+        "from engine.data import Datum as EngineDatum\n" + make +
         "out = {'bytes': {p: pickle.dumps({'train': items}, protocol=p).hex() for p in %r}}\n" % (PROTOCOLS,) +
         f"d = pickle.load(open({dassl_file!r}, 'rb'))\n"
         "out['types'] = sorted({type(x).__module__ + '.' + type(x).__qualname__ for x in d['train'] + d['val']})\n"

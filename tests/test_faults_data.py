@@ -16,7 +16,7 @@ import train
 from engine.data import build_dataset
 from engine.data.base_dataset import DatasetError
 from engine.data.fewshot import IDENTITY_KEY, fewshot_cache_path
-from engine.runs.record import RunRecordError, check_settings, read_record
+from engine.runs.record import RunRecordError, read_record
 from engine.utils.seed import set_random_seed
 from tests.fixtures_data import make_cfg, make_image_folder, write_image
 from tests.fixtures_faults import TINY_BACKBONE
@@ -149,7 +149,7 @@ def test_old_cache_without_a_dataset_record_is_judged_by_its_content(tmp_path, c
     assert ds.classnames == ["cat", "dog"] and json.load(open(cache))[IDENTITY_KEY]["classes"] == ["cat", "dog"]
 
 
-def test_official_pickle_is_reimported_when_the_json_is_stale(tmp_path, capsys, dassl_module):
+def test_official_pickle_is_reimported_when_the_json_is_stale(tmp_path, capsys, dassl_module):  # noqa: F811
     """A stale JSON next to an official ``shot_K-seed_S.pkl``: the pickle decides (and is validated)."""
     LegacyDatum = lambda impath, label, classname: dassl_module(impath, label, 0, classname)  # noqa: E731
     make_image_folder(tmp_path, classes=("cat", "dog"), n=5)
@@ -217,7 +217,8 @@ def test_binary_yaml_and_utf16_csv_are_one_line_naming_the_file(tmp_path, capsys
     base = ["--root", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--trainer", "CoOp"]
     cases = [
         (["--config-file", str(binary), *TINY_BACKBONE],
-         f"error: config file {binary} is not UTF-8 text (byte 0xff at offset 0; a binary file?); save it as UTF-8 YAML"),
+         f"error: config file {binary} is not UTF-8 text (byte 0xff at offset 0; a binary file?); "
+         "save it as UTF-8 YAML"),
         (["--config-file", "configs/trainers/CoOp/vit_b16_ep50.yaml", *TINY_BACKBONE, "DATASET.NAME", "CSV",
           "DATASET.CSV_FILE",
           str(u16)], f"error: {u16} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"),

@@ -312,7 +312,8 @@ def test_modes_without_a_faithful_conversion_are_refused_in_one_line(tmp_path, c
     elif case.startswith("F"):
         value = np.nan if case == "F-nan" else 255.0
         Image.fromarray(np.array([[0.0, value]], np.float32)).save(path)
-        reason = "non-finite values" if case == "F-nan" else "32-bit float image (mode F) with values 0..255, outside 0..1"
+        reason = ("non-finite values" if case == "F-nan"
+                  else "32-bit float image (mode F) with values 0..255, outside 0..1")
     else:
         Image.new("LAB", (2, 2)).save(path)
         reason = "unsupported image mode LAB (convert it to 8-bit RGB or greyscale)"

@@ -20,7 +20,6 @@ import pytest
 import train
 from engine.runs import record
 from engine.runs.locks import Lock, LockHeld, host_name
-from engine.utils.io import WriteError
 from tests.fixtures_data import make_shapes
 from tests.fixtures_faults import TINY_BACKBONE
 

@@ -39,7 +39,8 @@ def test_every_declaration_matches_its_registered_trainer():
 def test_extend_cfg_adds_exactly_the_declared_nodes_and_defaults():
     cfg = extend_cfg(get_cfg_default())
     decls = method_declarations()
-    extra = {(path, key): value for d in decls for path, keys in d["extra_config"].items() for key, value in keys.items()}
+    extra = {(path, key): value
+             for d in decls for path, keys in d["extra_config"].items() for key, value in keys.items()}
     for decl in decls:  # the node's declared keys, plus those other methods declare in it (extra_config)
         added = {key: value for (path, key), value in extra.items() if path == f"TRAINER.{decl['node']}"}
         assert dict(cfg.TRAINER[decl["node"]]) == {**decl["config"], **added}

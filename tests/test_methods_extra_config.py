@@ -34,7 +34,8 @@ def test_extra_nodes_and_keys_are_created_with_their_defaults(tmp_path):
 def test_two_methods_with_different_defaults_for_one_key_is_an_error_naming_both(tmp_path):
     _write(tmp_path, "toy.py", _method("toy", {"LOSS": {"T": 1.0}}))
     _write(tmp_path, "other.py", _method("other", {"LOSS": {"T": 2.0}}, order=6))
-    with pytest.raises(ValueError, match=r"extra_config'\] LOSS\.T = [12]\.0 disagrees with [12]\.0 declared in") as err:
+    clash = r"extra_config'\] LOSS\.T = [12]\.0 disagrees with [12]\.0 declared in"
+    with pytest.raises(ValueError, match=clash) as err:
         method_declarations(str(tmp_path))
     message = str(err.value)
     assert str(tmp_path / "other.py") in message and str(tmp_path / "toy.py") in message and "\n" not in message

@@ -220,7 +220,8 @@ def test_official_yaml_and_command_line_load_unchanged():
     # the official base2new_train.sh options (TRAINER.COOP.W needs TCP's extra_config)
     merge_from_list(cfg, ["TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.CSC", "False", "TRAINER.COOP.W", "1.0",
                           "TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "DATASET.NUM_SHOTS", "16"])
-    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == ("adam", 0.002, 50, 32)
+    got = (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    assert got == ("adam", 0.002, 50, 32)
     assert (cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == (1, "constant", 1e-5)
     node = cfg.TRAINER.TCP
     assert (node.N_CTX, node.CTX_INIT, node.W, node.CLASS_PROMPT_DEPTH, node.ADAM_EPS, node.PREC) == \
@@ -240,7 +241,8 @@ def test_sweep_plans_tcp_with_the_official_epochs(tmp_path):
     jobs = build_plan(ctx, ["base2new"], ["TCP"], ["dtd", "imagenet", "sun397"], [1])
     tests = {j.id.split("/")[2]: j for j in jobs if j.kind == "base2new_test"}
     assert {d: (j.id.split("/")[5], j.load_epoch) for d, j in tests.items()} == {
-        "dtd": ("vit_b16_ep100_ctxv1", 50), "imagenet": ("vit_b16_ep25_ctxv1", 25), "sun397": ("vit_b16_ep25_ctxv1", 25)}
+        "dtd": ("vit_b16_ep100_ctxv1", 50), "imagenet": ("vit_b16_ep25_ctxv1", 25),
+        "sun397": ("vit_b16_ep25_ctxv1", 25)}
 
 
 @pytest.mark.slow

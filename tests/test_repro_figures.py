@@ -49,8 +49,8 @@ def test_one_epoch_curves_split_losses_accuracy_and_seeds(tmp_path, monkeypatch)
         lines = [_it(1, 1, 2.0 + seed, 0.03, 40.0 + seed), _it(1, 2, 1.5 + seed, 0.02, 60.0 + seed),
                  "Finish training", "Evaluate on the *test* set"] + result_block(50.0 + seed)
         (d / "log.txt").write_text("\n".join(lines) + "\n")
-    losses, accs = curves.split_meters(curves.loss_curves((root / "base2new/train_base/dtd/shots_8/CoOp/cfg/seed1/log.txt")
-                                                          .read_text().splitlines()))
+    log = root / "base2new/train_base/dtd/shots_8/CoOp/cfg/seed1/log.txt"
+    losses, accs = curves.split_meters(curves.loss_curves(log.read_text().splitlines()))
     assert set(losses) == {"loss", "loss_kd"} and set(accs) == {"acc"}
     figs = _capture(monkeypatch, curves)
     curves.write_curves(str(root), str(tmp_path / "plots"))

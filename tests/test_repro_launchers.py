@@ -194,7 +194,8 @@ def test_slurm_arrays_dependencies_state_and_status(tmp_path, croot):
     _finish(tmp_path, croot, test1, env)
     (slurm / "sacct_out").write_text("1001_1|FAILED\n1002_0|COMPLETED\n1002_1|CANCELLED by 0\n")
     st = _status(_sweep(tmp_path, croot, "--status", env=env).stdout)
-    assert {k: v[0] for k, v in st.items()} == {train1: "finished", test1: "finished", train2: "failed", test2: "failed"}
+    assert {k: v[0] for k, v in st.items()} == {train1: "finished", test1: "finished", train2: "failed",
+                                                test2: "failed"}
     assert st[train2][1] == "slurm 1001_1 FAILED" and st[test2][1] == "slurm 1002_1 CANCELLED"
     r = _sweep(tmp_path, croot, *opts, env=env)  # resubmits the failed two, the test after its training
     assert r.returncode == 0 and "2 finished, 0 queued or running, 2 to submit" in r.stdout

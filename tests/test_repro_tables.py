@@ -222,7 +222,8 @@ def test_plots_written_and_non_empty(tree, tmp_path):
     plots = tmp_path / "plots"
     subprocess.run([sys.executable, COLLECT, tree, "--plot", str(plots)], capture_output=True, text=True, check=True)
     names = sorted(os.listdir(plots))
-    assert names == ["base_vs_novel_CoMMA.png", "base_vs_novel_MaPLe.png", "base_vs_novel_all.png", "hm_per_dataset.png"]
+    assert names == ["base_vs_novel_CoMMA.png", "base_vs_novel_MaPLe.png", "base_vs_novel_all.png",
+                     "hm_per_dataset.png"]
     for n in names:
         data = (plots / n).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

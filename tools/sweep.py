@@ -20,7 +20,8 @@ full ``train.py`` command line (shell-quoted, run in the repository root). Progr
 ``[k/N]`` and, once a job has ended, an ETA. At the end the tables of the sweep's protocols are
 printed (and the few-shot plot written). ``--opts-for METHOD KEY VALUE ...`` (repeatable) gives one
 method's jobs extra opts after the global ones. Every sweep saves its arguments in
-``<output-root>/sweep_plan.json``; ``--status`` without plan options reports that plan. ``--help`` is written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
+``<output-root>/sweep_plan.json``; ``--status`` without plan options reports that plan. ``--help`` is
+written for the console (:data:`DESCRIPTION`, :data:`EPILOG`).
 """
 from __future__ import annotations
 

@@ -244,7 +244,8 @@ class Lock:
                 "that run still lives cannot be told; synchronise the clocks (NTP), or, when no run uses the folder, "
                 f"delete the lock folder (rm -r {self.path})")
         age = f", heartbeat {max(0.0, time.time() - beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
-        return LockHeld(f"{self.what} is in use by {who}{age} (lock {self.path})" + (f"; {self.hint}" if self.hint else ""))
+        hint = f"; {self.hint}" if self.hint else ""
+        return LockHeld(f"{self.what} is in use by {who}{age} (lock {self.path}){hint}")
 
     def _lost_error(self):
         gens = self._generations()

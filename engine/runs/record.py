@@ -116,7 +116,8 @@ def read_record(output_dir: str) -> dict:
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise RunRecordError(f"the run record {path} is damaged ({type(e).__name__}: {e}); {remedy}") from None
     if not isinstance(data, dict):
-        raise RunRecordError(f"the run record {path} is damaged (a JSON {type(data).__name__}, not an object); {remedy}")
+        raise RunRecordError(f"the run record {path} is damaged (a JSON {type(data).__name__}, not an object); "
+                             f"{remedy}")
     return data
 
 

@@ -82,7 +82,8 @@ def os_error_line(err, path, doing="writing"):
             blocker = nxt
         return (f"cannot create {path}: {blocker} is a file, not a folder; choose another output folder "
                 "(--output-dir) or move the file away")
-    return f"{err.strerror or err} {doing} {path}" + (f" ({err.filename})" if err.filename and err.filename != path else "")
+    other = f" ({err.filename})" if err.filename and err.filename != path else ""
+    return f"{err.strerror or err} {doing} {path}{other}"
 
 
 def _is_stale(match, full_path, host, now):
@@ -132,8 +133,9 @@ def atomic_open(path, mode="wb", encoding=None, size_hint=None):
     """Yield a temp file next to ``path``; on clean exit it replaces ``path``, on error it is removed.
 
     Stale temp files of ``path`` (killed writers) are removed first. The write guards
-(``engine.utils.write_guard``) are asked before the temp file is made and before it replaces ``path``. A full disk or a permission error
-    becomes :class:`WriteError` (``size_hint``: the bytes to be written, quoted in the message).
+    (``engine.utils.write_guard``) are asked before the temp file is made and before it replaces ``path``.
+    A full disk or a permission error becomes :class:`WriteError` (``size_hint``: the bytes to be written,
+    quoted in the message).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")

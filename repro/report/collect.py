@@ -226,7 +226,8 @@ def _recorded(run_dir: str, kind: str, trainer: str) -> dict:
     if settings.get("MODEL.BACKBONE.RANDOM_INIT"):
         out["weights"] = "random"
     elif settings.get("MODEL.BACKBONE.PATH"):
-        out["weights"] = f"{os.path.basename(settings['MODEL.BACKBONE.PATH'])} {settings.get('identity.weights', '')}".strip()
+        name = os.path.basename(settings["MODEL.BACKBONE.PATH"])
+        out["weights"] = f"{name} {settings.get('identity.weights', '')}".strip()
     else:
         out["weights"] = "official"
     try:

@@ -119,8 +119,8 @@ class TinyCoOp(TrainerX):
 
     def describe_train_images(self):
         """A feature-extraction pass like lpclip's: DatasetWrapper + build_transform over the train set."""
-        loader = DataLoader(DatasetWrapper(self.cfg, self.dm.dataset.train_x, build_transform(self.cfg, is_train=False)),
-                            batch_size=8, shuffle=False)
+        transform = build_transform(self.cfg, is_train=False)
+        loader = DataLoader(DatasetWrapper(self.cfg, self.dm.dataset.train_x, transform), batch_size=8, shuffle=False)
         n = sum(len(batch["label"]) for batch in loader)
         summary_dir = os.path.join(self.cfg.OUTPUT_DIR, "summary")
         mkdir_if_missing(summary_dir)

@@ -15,7 +15,8 @@ __all__ = ["load_checkpoint", "load_pretrained_weights", "count_num_param"]
 
 
 def load_checkpoint(fpath):
-    """The checkpoint at ``fpath`` as a dict (``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result``)."""
+    """The checkpoint at ``fpath`` as a dict (``state_dict``, ``epoch``, ``optimizer``, ``scheduler``,
+    ``val_result``)."""
     if fpath is None:
         raise ValueError("File path is None")
     if not os.path.exists(fpath):
