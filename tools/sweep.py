@@ -255,7 +255,11 @@ def main(argv=None) -> int:
         print_dry_run(jobs, state, python, train_py)
         return 0
     if not args.status and not args.emit_commands:
-        _save_plan_argv(ctx.output_root, argv)
+        try:
+            _save_plan_argv(ctx.output_root, argv)
+        except OSError as e:  # a read-only or full output root, a file in the way: one line naming it
+            print(f"ERROR: {os_error_line(e, e.filename or ctx.output_root)}", file=sys.stderr)
+            return 2
     launched = run_launcher(args, jobs, ctx, state_path, emit=lambda msg: print(msg, flush=True))
     if launched is not None:  # --status, --emit-commands, --launcher slurm / submitit-local
         return launched
