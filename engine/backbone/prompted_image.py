@@ -15,15 +15,12 @@ import torch
 from torch import nn
 
 from ._clip import VisionTransformer
-from ._prompts import prompt_tokens
-from .prompted_text import block_runner, run_block
+from ._prompts import prompt_tokens, replace_tokens
+from .prompted_text import block_runner
 
 _VIT_PARTS = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
 
 
-def _run_clip_block(block, x, attn_mask):
-    """OpenAI CLIP's vision block: its own ``forward`` (no mask), sequence-first."""
-    return block(x)
 
 
 def input_resolution(visual) -> int:
@@ -54,8 +51,7 @@ class PromptedImageEncoder(nn.Module):
         if self.is_vit:
             for name in _VIT_PARTS:
                 setattr(self, name, getattr(visual, name))
-            runner = block_runner(self.transformer)
-            self._run_block = _run_clip_block if runner is run_block else runner
+            self._run_block = block_runner(self.transformer)  # OpenAI CLIP: run_block with no mask
             self.pool_type = getattr(visual, "pool_type", "tok")
             self.final_ln_after_pool = bool(getattr(visual, "final_ln_after_pool", False))
             if getattr(visual, "attn_pool", None) is not None or self.pool_type not in ("tok", "avg"):
@@ -115,7 +111,7 @@ class PromptedImageEncoder(nn.Module):
                 if p.shape[0] != n:
                     raise ValueError(f"deep_prompts[{i - 1}]: {p.shape[0]} tokens, expected {n} "
                                      f"(the shallow prompt length)")
-                x = torch.cat([x[:-n], p], dim=0)
+                x = replace_tokens(x, x.shape[0] - n, p)  # in place: x is the previous block's output
             x = self._run_block(block, x, None)
         x = x.permute(1, 0, 2)
 

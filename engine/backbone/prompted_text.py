@@ -22,12 +22,13 @@ import contextlib
 import contextvars
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from engine import distributed
 from engine.utils.cpu_memory import release_large_frees
-from ._prompts import prompt_tokens
+from ._prompts import prompt_tokens, replace_tokens
 from .text_plan import TextPlan
 
 _DEFAULT_PLAN = contextvars.ContextVar("default_text_plan", default=TextPlan())
@@ -43,10 +44,41 @@ def default_text_plan(plan: TextPlan):
         _DEFAULT_PLAN.reset(token)
 
 
+def self_attention(attn, h, attn_mask):
+    """``attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]`` for CLIP's ``nn.MultiheadAttention``
+    on sequence-first ``h`` [L, N, E].
+
+    When ``h`` carries a gradient, ``nn.MultiheadAttention`` takes its general path: one packed
+    in-projection, a contiguous copy of q/k/v, ``scaled_dot_product_attention``, the out-projection.
+    Here the same in-projection, the same attention call (on q/k/v as strided views of the packed
+    projection, no copy) and the same out-projection: bit-identical values and gradients, without
+    the copies (and, in the backward pass, the zero-filled [3, L, N, E] buffers per head split).
+    Other cases (no gradient: the module's fused inference path; dropout, separate q/k/v weights,
+    bias_k, batch-first) call the module itself.
+    """
+    if not (h.requires_grad and torch.is_grad_enabled()) or not _plain_self_attention(attn):
+        return attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    length, batch, width = h.shape
+    heads = attn.num_heads
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(length, batch, 3, heads, width // heads)
+    q, k, v = qkv.permute(2, 1, 3, 0, 4).unbind(0)  # [N, heads, L, head_dim] each
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.permute(2, 0, 1, 3).reshape(length * batch, width)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias).view(length, batch, width)
+
+
+def _plain_self_attention(attn):
+    """An ``nn.MultiheadAttention`` whose general path is exactly what :func:`self_attention` computes."""
+    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.in_proj_weight is not None
+            and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn and not attn.batch_first
+            and (attn.dropout == 0.0 or not attn.training))
+
+
 def run_block(block, x, attn_mask):
-    """CLIP's ``ResidualAttentionBlock.forward`` on sequence-first ``x`` with an explicit (cropped) mask."""
+    """CLIP's ``ResidualAttentionBlock.forward`` on sequence-first ``x`` with an explicit (cropped) mask
+    (or none: the image tower), attention through :func:`self_attention`."""
     h = block.ln_1(x)
-    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    x = x + self_attention(block.attn, h, attn_mask)
     return x + block.mlp(block.ln_2(x))
 
 
@@ -243,7 +275,8 @@ class PromptedTextEncoder(nn.Module):
                 n = p.shape[0]
                 if 1 + n > x.shape[0]:
                     raise ValueError(f"deep_prompts[{i - 1}]: {n} tokens do not fit after SOS in {x.shape[0]}")
-                x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
+                # in place unless the previous block's output is one of the returned hidden states
+                x = replace_tokens(x, 1, p, in_place=i - 1 < len(blocks) - k)
             if use_checkpoint:
                 x = checkpoint(self._run_block, block, x, mask, use_reentrant=False)
             else:
