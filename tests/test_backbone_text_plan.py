@@ -71,6 +71,8 @@ def batch(n=4, seed=1):
 def loss_and_grads(model, image, label):
     model.zero_grad(set_to_none=True)
     loss, summary = model.compute_loss(image, label)
+    if isinstance(loss, dict):  # several losses (ProGrad): their sum carries every term's gradient
+        loss = torch.stack([term.float() for term in loss.values()]).sum()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), summary, grads
