@@ -1,7 +1,7 @@
 """``TRAINER.<NODE>.UPSTREAM_NUMERICS``: the official fp16 arithmetic, checked on CPU.
 
-PREC fp16 falls back to fp32 on a CPU, so these tests cast the tiny CLIP to fp16 themselves (or make
-the trainer resolve fp16) and check: which learned tensors are fp16 (MaPLe/CoMMA ``ctx``, ``proj``,
+These tests cast the tiny CLIP to fp16 themselves (or build a trainer with ``PREC fp16``, which runs
+fp16 on a CPU as on CUDA) and check: which learned tensors are fp16 (MaPLe/CoMMA ``ctx``, ``proj``,
 CoMMA's first generator, IVLP's shallow text context, CoOp/CoCoOp context) and which stay fp32,
 the optimiser state's dtype, one SGD step on fp16 parameters equal to a hand computation rounded to
 fp16 after every operation (and a small update rounded away, as upstream), logits and loss in the
@@ -221,14 +221,11 @@ def test_zero_shot_text_features_official_arithmetic(clip16):
     assert two.dtype == torch.float16 and torch.allclose(two.float().norm(dim=-1), torch.ones(3), atol=2e-3)
 
 
-def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, monkeypatch, capsys):
-    """A MaPLe trainer whose precision resolves to fp16 (as on CUDA): fp16 ctx/proj in the optimiser."""
-    import engine.trainer as engine_trainer
+def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, capsys):
+    """A MaPLe trainer with ``PREC fp16`` on the CPU: fp16 CLIP, fp16 ctx/proj in the optimiser."""
     from engine.trainer import build_trainer
     from tests.fixtures_data import make_eurosat
 
-    monkeypatch.setattr(engine_trainer, "resolve_precision",
-                        lambda prec, device: Precision("fp16", torch.float16, None, False))
     root = tmp_path / "data"
     make_eurosat(str(root), n=4)
     cfg = make_cfg(upstream=True)
@@ -242,6 +239,7 @@ def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, monkeypatch, cap
     cfg.USE_CUDA = False
     cfg.INPUT.TRANSFORMS = ("normalize",)
     trainer = build_trainer(cfg)
+    assert trainer.device.type == "cpu" and trainer.precision == Precision("fp16", torch.float16, None, False)
     dtypes = {id(p): p.dtype for group in trainer.optim.param_groups for p in group["params"]}
     pl = trainer.model.prompt_learner
     assert dtypes[id(pl.ctx)] == torch.float16 and dtypes[id(pl.proj.weight)] == torch.float16
