@@ -26,7 +26,7 @@ import contextlib
 from typing import Any, NamedTuple, Optional
 
 __all__ = ["Precision", "resolve_precision", "autocast_context", "make_grad_scaler", "learned_dtype", "PREC_NAMES",
-           "check_prec", "precision_record"]
+           "check_prec", "precision_record", "no_autocast"]
 
 #: every accepted ``PREC`` value; the only list of precision names (config checks, trainers, tools)
 PREC_NAMES = ("fp32", "fp16", "bf16", "amp")
@@ -98,6 +98,14 @@ def autocast_context(precision, device):
     import torch
 
     return torch.autocast(device_type=_device_type(device), dtype=precision.autocast_dtype)
+
+
+def no_autocast(device):
+    """A context in which ``torch.autocast`` is off for ``device``'s type: what runs inside computes in
+    its inputs' dtype (fp32 logits under ``amp``, as under every other precision)."""
+    import torch
+
+    return torch.autocast(device_type=_device_type(device), enabled=False)
 
 
 def make_grad_scaler(precision, device):
