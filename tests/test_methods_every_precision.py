@@ -33,8 +33,9 @@ EVAL_BATCH = 4
 #: by default (docs/METHODS.md, "Precision and UPSTREAM_NUMERICS"); every other learned tensor is fp32
 FP16_BY_DEFAULT = {"CoOp": ("ctx",), "CoCoOp": ("ctx", "meta_net."), "KgCoOp": ("ctx",)}
 #: bound on ||logits_prec - logits_fp32|| / ||logits_fp32||, same seeded tiny model, before training
-REL_TOL = {"fp16": 0.01, "amp": 0.01, "bf16": 0.05}
-#: bound on max |logits_prec - logits_fp32| (logits are exp(logit_scale) = 100 times a cosine)
+#: (measured on the CPU over every method: fp16 <= 0.0081, amp <= 0.0069, bf16 <= 0.0247)
+REL_TOL = {"fp16": 0.02, "amp": 0.02, "bf16": 0.05}
+#: bound on max |logits_prec - logits_fp32| (measured: fp16 <= 0.0052, amp <= 0.0049, bf16 <= 0.040)
 ABS_TOL = {"fp16": 0.02, "amp": 0.02, "bf16": 0.1}
 PARAM_DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
 
