@@ -188,7 +188,7 @@ def test_gpu_check_script_cpu_mode(tmp_path, head_worktree):
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [s["name"] for s in data["steps"]] == ["cuda_tests", "precision_tests", "bench_c5_fp16", "bench_c5_fp32",
                                                   "bench_c5_config_before"]
-    assert all(s["rc"] == 0 and not s["timed_out"] for s in data["steps"])
+    assert all(s["rc"] == 0 and not s["timed_out"] for s in data["steps"]), data["steps"]
     n = len(declared_trainers())
     cuda, precision = data["tests"]["cuda_tests"], data["tests"]["precision_tests"]
     assert cuda["tests"] == n * 3 * 2 and cuda["failures"] == 0 and cuda["errors"] == 0
