@@ -102,3 +102,12 @@ def test_trainer_reads_prec_from_its_cfg_node(tmp_path):
     trainer.train()  # trains under fp16 autocast with a GradScaler on CPU, as on CUDA
     cfg16 = toy_cfg(tmp_path / "f16", "TRAINER.COOP.PREC", "fp16")
     assert ToyCoOp(cfg16).precision == Precision("fp16", torch.float16, None, False)
+
+
+def test_precision_record_is_plain_json():
+    from engine.precision import precision_record
+
+    assert precision_record(resolve_precision("amp", "cpu"), torch.device("cpu")) == {
+        "prec": "amp", "param_dtype": "float32", "autocast_dtype": "float16", "grad_scaler": True, "device": "cpu"}
+    assert precision_record(resolve_precision("fp16", "cuda"), "cuda:1") == {
+        "prec": "fp16", "param_dtype": "float16", "autocast_dtype": None, "grad_scaler": False, "device": "cuda"}
