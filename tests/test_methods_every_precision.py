@@ -80,10 +80,14 @@ def test_every_declared_method_is_covered():
     assert set(FP16_BY_DEFAULT) <= set(TRAINERS)
 
 
-@pytest.mark.slow
+#: the cases outside ``slow`` (a few seconds each): the fp16 context of the CoOp family, and amp
+FAST = {("KgCoOp", "fp16"), ("KgCoOp", "amp")}
+CASES = [pytest.param(name, prec, marks=() if (name, prec) in FAST else pytest.mark.slow)
+         for name in sorted(TRAINERS) for prec in PREC_NAMES]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("prec", PREC_NAMES)
-@pytest.mark.parametrize("name", sorted(TRAINERS))
+@pytest.mark.parametrize("name, prec", CASES)
 def test_train_evaluate_reload_in_every_precision(name, prec, device, fp32_reference, tmp_path):
     trainer = build_tiny_trainer(name, prec, device)
     assert trainer.precision == resolve_precision(prec, device) and trainer.precision.name == prec

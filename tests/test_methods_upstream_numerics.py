@@ -280,12 +280,13 @@ def within_fp16_rounding(a, b, extra=0.0):
 
 
 def _declared_learners():
+    """Every declared method that learns something; CoMMA outside ``slow`` (a few seconds)."""
     from tests.fixtures_trainers import declared_trainers
 
-    return sorted(name for name, (_, _, zero_shot) in declared_trainers().items() if not zero_shot)
+    names = sorted(name for name, (_, _, zero_shot) in declared_trainers().items() if not zero_shot)
+    return [pytest.param(name, marks=() if name == "CoMMA" else pytest.mark.slow) for name in names]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", _declared_learners())
 def test_trainer_steps_are_the_official_fp16_sgd(name):
     """``PREC fp16`` + ``UPSTREAM_NUMERICS True`` on the CPU: two training steps of the real trainer
