@@ -78,8 +78,8 @@ def test_metrics_and_record_state_the_precision_that_ran(tmp_path):
               "--config-file", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
               "--dataset-config-file", "configs/datasets/shapes.yaml", "--output-dir", str(out),
               "MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
-              "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "TRAINER.VPT.PREC", "fp16",
-              "TRAINER.VPT.UPSTREAM_NUMERICS", "True")
+              "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "TRAINER.VPT.PROMPT_DEPTH_VISION", "1",
+              "TRAINER.VPT.PREC", "fp16", "TRAINER.VPT.UPSTREAM_NUMERICS", "True")
     m = json.loads((out / METRICS_FILE).read_text())
     rec = json.loads((out / "run_record.json").read_text())["eval"]
     assert rec["settings"]["TRAINER.VPT.PREC"] == "fp16"
