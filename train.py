@@ -163,6 +163,17 @@ def _record_run(args, cfg, logger):
 CONFIG_DUMP = "config.yaml"
 
 
+def _record_precision(args, cfg, trainer):
+    """Add what the built trainer computes in to ``run_record.json`` (``engine.precision.precision_record``)."""
+    from engine.distributed import is_main_process
+    from engine.precision import precision_record
+    from engine.runs import record
+
+    if cfg.OUTPUT_DIR and is_main_process() and getattr(trainer, "precision", None) is not None:
+        record.write_precision(cfg.OUTPUT_DIR, record.run_mode(args), precision_record(trainer.precision,
+                                                                                       trainer.device))
+
+
 def _check_names(cfg):
     """Fail early (before any output is written) on an unknown trainer or dataset name."""
     from engine.trainer import TRAINER_REGISTRY
@@ -274,6 +285,7 @@ def _run_locked(args, cfg):
     logger.info(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
+    _record_precision(args, cfg, trainer)
     if args.eval_only:
         if args.model_dir:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU check in under 10 minutes on one GPU: (a) the CUDA tests (every trainer in fp16, bf16 and amp on
-# the tiny backbone, tests/test_device_cuda.py), (b) tools/benchmark.py at 100 and 1,000 classes
-# (ImageNet class names) in the configs' precision and in amp, then (c) the rest of the test suite
-# with -x if time is left. Every step has its own timeout and a failing step does not stop the
+# GPU check in under 10 minutes on one GPU: (a) the CUDA tests (every declared trainer in fp16, bf16 and
+# amp on the tiny backbone, tests/test_device_cuda.py), (a2) the precision suite on CUDA (every declared
+# trainer in fp32, fp16, bf16 and amp: train, evaluate, reload, logits vs fp32;
+# tests/test_methods_every_precision.py -k cuda), (b) tools/benchmark.py: CoMMA and MaPLe in fp16 at
+# the first class count, then every method at 100 and 1,000 classes (ImageNet class names) in the
+# configs' precision and in amp, then (c) the rest of the test suite with -x if time is left. Every step has its own timeout and a failing step does not stop the
 # others. Writes ONE JSON file: $OUT/gpu_check.json when OUT is set, else output/gpu_check.json.
 #
 # Usage:
@@ -19,6 +21,8 @@
 #   GPU_CHECK_PRECS      "config" (each config's PREC) and/or fp32 fp16 bf16 amp (default "config amp")
 #   GPU_CHECK_METHODS    benchmark method specs (default: the seven of the COMMA paper's comparison, plus CoMMA:TRAINER.COMMA.KD_TOKENS=real
 #                        when the config has that key)
+#   GPU_CHECK_FP16_METHODS  method specs of the fp16 benchmark (default: CoMMA MaPLe, plus CoMMA with
+#                        KD_TOKENS real when the config has that key; "none" skips the step)
 #   GPU_CHECK_BEFORE     a checkout of an earlier commit: also benchmarked (--code-root, label "before",
 #                        configs' precision only)
 #   GPU_CHECK_SUITE      1 = run the rest of the suite at the end (default 1 on cuda, 0 on cpu)
@@ -122,11 +126,21 @@ c = get_cfg_default(); extend_cfg(c); c.TRAINER.COMMA.KD_TOKENS" >/dev/null 2>&1
     fi
 fi
 
+if [ -n "${GPU_CHECK_FP16_METHODS:-}" ]; then
+    read -r -a FP16_METHODS <<<"$GPU_CHECK_FP16_METHODS"
+    [ "$GPU_CHECK_FP16_METHODS" = none ] && FP16_METHODS=()
+else
+    FP16_METHODS=(CoMMA MaPLe)
+    for m in "${METHODS[@]}"; do [[ "$m" == CoMMA:* ]] && FP16_METHODS+=("$m"); done
+fi
+
 BEFORE_METHODS=()  # variants with opts may name keys the earlier code lacks
 for m in "${METHODS[@]}"; do [[ "$m" == *:* ]] || BEFORE_METHODS+=("$m"); done
 
-# -- (a) CUDA tests
+# -- (a) CUDA tests, (a2) every declared trainer in every precision on CUDA (both skip without CUDA)
 step cuda_tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_cuda.py --junitxml="$WORK/cuda_tests.xml"
+step precision_tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_methods_every_precision.py -k cuda \
+    --junitxml="$WORK/precision_tests.xml"
 
 # -- (b) benchmarks
 bench() {  # bench NAME CLASSES PREC [extra flags...]
@@ -137,6 +151,10 @@ bench() {  # bench NAME CLASSES PREC [extra flags...]
         "${NAMES_ARGS[@]}" --steps "$STEPS" --warmup "$WARMUP" --eval-batches "$EVAL_BATCHES" --isolate off \
         "${prec_args[@]}" "$@" --json "$WORK/$name.json" -- "${BENCH_OPTS[@]}"
 }
+read -r FIRST_CLASSES _ <<<"$CLASSES"
+if [ "${#FP16_METHODS[@]}" -gt 0 ]; then  # the official precision of CoMMA and MaPLe, explicitly
+    bench "bench_c${FIRST_CLASSES}_fp16" "$FIRST_CLASSES" fp16 --methods "${FP16_METHODS[@]}" --label after
+fi
 for classes in $CLASSES; do
     for prec in $PRECS; do
         bench "bench_c${classes}_${prec}" "$classes" "$prec" --methods "${METHODS[@]}" --label after
@@ -149,7 +167,7 @@ done
 
 # -- (c) the rest of the suite
 if [ "$SUITE" = 1 ]; then
-    step suite 600 "$PY" -m pytest -q -x -p no:cacheprovider tests --ignore=tests/test_device_cuda.py \
+    step suite 600 "$PY" -m pytest -q -x -p no:cacheprovider tests --ignore=tests/test_device_cuda.py -k "not (every_precision and cuda)" \
         --junitxml="$WORK/suite.xml"
 fi
 
@@ -193,7 +211,7 @@ def junit(path):
                      if len(c) and c[0].tag in ("failure", "error")]
     return res
 
-tests = {name: junit(os.path.join(work, f"{name}.xml")) for name in ("cuda_tests", "suite")}
+tests = {name: junit(os.path.join(work, f"{name}.xml")) for name in ("cuda_tests", "precision_tests", "suite")}
 benchmarks = []
 for path in sorted(glob.glob(os.path.join(work, "bench_*.json"))):
     with open(path) as f:

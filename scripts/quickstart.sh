@@ -5,7 +5,9 @@
 # CoOp, MaPLe and CoMMA with their official configs, and the Base / Novel / HM table.
 # Changed for the tiny CLIP (printed when it runs): INPUT.SIZE (32, 32) (its image size); INPUT.RRCROP_SCALE
 # (0.5, 1.0) (official 0.08-1: at 32 px many such crops lose the shape); MaPLe/CoMMA PROMPT_DEPTH 4 (its 4
-# blocks, official 9) and OPTIM.MAX_EPOCH 20 (official 5 = 100 steps here). Everything else: official configs.
+# blocks, official 9) and OPTIM.MAX_EPOCH 20 (official 5 = 100 steps here); PREC fp32 (official fp16, which runs
+# the same fp16 arithmetic on a CPU as on a GPU, but slowly on CPUs without fp16 units). Everything else:
+# official configs.
 # usage: bash scripts/quickstart.sh [--dataset shape_sketches|shapes] [--no-pretrain] [--seeds "1 2 3"]
 #   --dataset NAME  shape_sketches (default: a domain gap, as ImageNet-Sketch is for CLIP) or shapes (the
 #                   pretraining's own style: no gap, zero-shot is already hard to beat)
@@ -82,8 +84,8 @@ echo "Changed from the official configs, for a 32 px CLIP with $DEPTH blocks and
 echo "  INPUT.RRCROP_SCALE (0.5, 1.0)  official (0.08, 1.0): at 32 px many such crops lose the shape"
 echo "  MaPLe/CoMMA PROMPT_DEPTH $DEPTH     official 9 (the tiny CLIP has $DEPTH blocks)"
 echo "  MaPLe/CoMMA OPTIM.MAX_EPOCH 20   official 5 (= 100 steps at batch 4 on 80 images)"
+echo "  PREC fp32                      official fp16 (runs fp16 on a CPU too, but slowly without fp16 units)"
 echo "Everything else (CoOp's 200 epochs, learning rates, batch sizes, flips): official configs."
-echo "On a CPU the official PREC fp16 runs in fp32 (each such run logs one WARNING line saying so)."
 
 run_method() {  # run_method SCRIPT_DIR OPTS...: per seed, train on base (+ test base), then test novel
     local dir="$1" seed
@@ -93,10 +95,10 @@ run_method() {  # run_method SCRIPT_DIR OPTS...: per seed, train on base (+ test
         bash "scripts/$dir/base2new_test.sh" "$DATASET" "$seed" "${BACKBONE[@]}" "$@"
     done
 }
-stage "zero-shot CLIP" run_method zsclip
-stage CoOp run_method coop
-stage MaPLe run_method maple TRAINER.MAPLE.PROMPT_DEPTH "$DEPTH" OPTIM.MAX_EPOCH 20
-stage CoMMA run_method comma TRAINER.COMMA.PROMPT_DEPTH "$DEPTH" OPTIM.MAX_EPOCH 20
+stage "zero-shot CLIP" run_method zsclip TRAINER.ZSCLIP.PREC fp32
+stage CoOp run_method coop TRAINER.COOP.PREC fp32
+stage MaPLe run_method maple TRAINER.MAPLE.PREC fp32 TRAINER.MAPLE.PROMPT_DEPTH "$DEPTH" OPTIM.MAX_EPOCH 20
+stage CoMMA run_method comma TRAINER.COMMA.PREC fp32 TRAINER.COMMA.PROMPT_DEPTH "$DEPTH" OPTIM.MAX_EPOCH 20
 
 echo
 echo "Base-to-novel on $DATASET (5 base + 5 novel classes), 16 shots, seeds $SEEDS, backbone $TAG:"

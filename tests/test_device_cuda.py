@@ -1,4 +1,4 @@
-"""Every trainer on CUDA in fp16, bf16 and amp (tiny random CLIP, no dataset); skipped without CUDA.
+"""Every declared trainer on CUDA in fp16, bf16 and amp (tiny random CLIP, no dataset); skipped without CUDA.
 
 Per trainer and precision: the model really lives on the GPU in the expected dtype, a few training
 steps give finite losses and change exactly the trainable tensors (nothing else), evaluation logits
@@ -10,16 +10,12 @@ import math
 import pytest
 import torch
 
+from tests.fixtures_trainers import CLASSES, build_tiny_trainer, declared_trainers, eval_logits, tiny_inputs
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
-TRAINERS = ("CoOp", "CoCoOp", "MaPLe", "CoMMA", "IVLP", "VPT", "ZeroshotCLIP")
-NODE = {"CoOp": "COOP", "CoCoOp": "COCOOP", "MaPLe": "MAPLE", "CoMMA": "COMMA", "IVLP": "IVLP", "VPT": "VPT",
-        "ZeroshotCLIP": "ZSCLIP"}
-DEPTH_OPTS = {"CoOp": ["TRAINER.COOP.N_CTX", "4"], "CoCoOp": ["TRAINER.COCOOP.N_CTX", "4"],
-              "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", "3"], "CoMMA": ["TRAINER.COMMA.PROMPT_DEPTH", "3"],
-              "IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "3"],
-              "VPT": ["TRAINER.VPT.PROMPT_DEPTH_VISION", "3"], "ZeroshotCLIP": []}
-CLASSES = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark"]
+#: every declared method (tests/fixtures_trainers.py), so a new method is covered without an edit here
+TRAINERS = tuple(sorted(declared_trainers()))
 BATCH, STEPS = 4, 3
 PARAM_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
 #: bound on ||logits_prec - logits_fp32|| / ||logits_fp32|| on the same seeded tiny model
@@ -28,42 +24,11 @@ REL_TOL = {"fp16": 0.02, "amp": 0.02, "bf16": 0.1}
 
 def build(name, prec, device="cuda"):
     """The registered trainer on the tiny CLIP, with the class names set instead of a dataset."""
-    import trainers  # noqa: F401  (registers the trainers)
-    from engine.config import setup_cfg
-    from engine.trainer import TRAINER_REGISTRY
-    from trainers.config import extend_cfg
-
-    opts = ["MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
-            "USE_CUDA", str(device == "cuda"), "SEED", "1", "OPTIM.NAME", "sgd", "OPTIM.LR", "0.01",
-            "DATALOADER.TRAIN_X.BATCH_SIZE", str(BATCH), "DATALOADER.TEST.BATCH_SIZE", str(BATCH),
-            f"TRAINER.{NODE[name]}.PREC", prec, *DEPTH_OPTS[name]]
-    cfg = setup_cfg(type("Args", (), {"trainer": name, "opts": opts})(), extend=extend_cfg)
-    cls = TRAINER_REGISTRY.get(name)
-
-    def build_data_loader(self):
-        self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = self.dm = None
-        self.num_classes, self.num_source_domains = len(CLASSES), 1
-        self.lab2cname = dict(enumerate(CLASSES))
-        self.classnames = list(CLASSES)
-
-    torch.manual_seed(0)
-    return type(name, (cls,), {"build_data_loader": build_data_loader})(cfg)
+    return build_tiny_trainer(name, prec, device, batch=BATCH)
 
 
 def inputs(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(BATCH, 3, 32, 32, generator=gen)
-    return images, torch.randint(0, len(CLASSES), (BATCH,), generator=gen)
-
-
-def eval_logits(trainer, images):
-    trainer.set_model_mode("eval")
-    with torch.no_grad():
-        trainer.before_evaluation()
-        try:
-            return trainer.model_inference(images.to(trainer.device))
-        finally:
-            trainer.after_evaluation()
+    return tiny_inputs(seed, batch=BATCH)
 
 
 @pytest.mark.parametrize("prec", ["fp16", "bf16", "amp"])

@@ -10,8 +10,8 @@ by the loader, so it does not depend on which process transforms an image): ever
 summary and the saved prompts equal the one-process run's (<= 1e-5 relative; the momentum buffers,
 sums of gradients, <= 1e-4 of their scale); the RNG state in the checkpoint is the one-process run's;
 a run resumed on two processes from a one-process checkpoint ends where the one-process run ends.
-Only rank 0 writes ``log.txt``, checkpoints and other files; bf16 and amp (bf16 autocast on a CPU)
-runs log the one-process losses up to their rounding. Also: the distributed batch sampler
+Only rank 0 writes ``log.txt``, checkpoints and other files; bf16 and amp (fp16 autocast with a GradScaler,
+as on CUDA) runs log the one-process losses up to their rounding. Also: the distributed batch sampler
 yields rank 0's permutation on every rank even when the ranks' RNG streams differ.
 """
 import json

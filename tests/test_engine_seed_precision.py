@@ -35,33 +35,53 @@ def test_seed_zero_differs_from_unseeded_and_other_seeds():
             set_random_seed(bad)
 
 
-def test_precision_table():
+def test_precision_table_is_the_same_on_every_device():
     f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
-    assert resolve_precision("fp32", "cpu") == Precision("fp32", f32, None, False)
-    assert resolve_precision("fp32", "cuda") == Precision("fp32", f32, None, False)
-    assert resolve_precision("bf16", "cpu") == Precision("bf16", bf16, None, False)
-    assert resolve_precision("fp16", "cuda") == Precision("fp16", f16, None, False)
-    assert resolve_precision("amp", torch.device("cuda")) == Precision("amp", f32, f16, True)
-    assert resolve_precision("amp", torch.device("cpu")) == Precision("amp", f32, bf16, False)
+    expected = {"fp32": Precision("fp32", f32, None, False), "fp16": Precision("fp16", f16, None, False),
+                "bf16": Precision("bf16", bf16, None, False), "amp": Precision("amp", f32, f16, True)}
+    for device in ("cpu", "cuda", torch.device("cpu"), torch.device("cuda"), "mps"):
+        for prec, want in expected.items():
+            assert resolve_precision(prec, device) == want, (prec, device)
     with pytest.raises(ValueError, match="fp32, fp16, bf16, amp"):
         resolve_precision("fp8", "cpu")
 
 
-def test_fp16_on_cpu_falls_back_with_warning(capsys):
-    assert resolve_precision("fp16", "cpu") == Precision("fp32", torch.float32, None, False)
-    assert "WARNING: PREC fp16 is not supported on cpu; falling back to fp32" in capsys.readouterr().out
+def test_fp16_on_cpu_runs_fp16_and_logs_one_line(capsys):
+    for prec in ("fp16", "amp"):
+        resolve_precision(prec, "cpu")
+        out = capsys.readouterr().out
+        lines = [line for line in out.splitlines() if "slow on CPUs without fp16 units" in line]
+        assert len(lines) == 1 and f"PREC {prec} on cpu: fp16 arithmetic as on CUDA" in lines[0], out
+        assert "WARNING" not in out and "fall" not in out
+    for prec, device in (("fp32", "cpu"), ("bf16", "cpu"), ("fp16", "cuda"), ("amp", "cuda")):
+        resolve_precision(prec, device)
+        assert "slow" not in capsys.readouterr().out
 
 
 def test_autocast_and_scaler_on_cpu():
     amp = resolve_precision("amp", "cpu")
     a = torch.randn(4, 4)
     with autocast_context(amp, "cpu"):
-        assert (a @ a).dtype == torch.bfloat16
+        assert (a @ a).dtype == torch.float16
     with autocast_context(resolve_precision("fp32", "cpu"), "cpu"):
         assert (a @ a).dtype == torch.float32
-    assert make_grad_scaler(amp, "cpu") is None
-    scaler = make_grad_scaler(Precision("amp", torch.float32, torch.float16, True), "cpu")
-    assert isinstance(scaler, torch.amp.GradScaler)
+    for prec in ("fp32", "fp16", "bf16"):
+        assert make_grad_scaler(resolve_precision(prec, "cpu"), "cpu") is None
+    scaler = make_grad_scaler(amp, "cpu")
+    assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
+    # the scaler scales the loss, unscales before the step and skips a step with an inf gradient
+    w = torch.nn.Parameter(torch.ones(3))
+    optim = torch.optim.SGD([w], lr=0.5)
+    scaler.scale((w * 2).sum()).backward()
+    assert torch.equal(w.grad, torch.full((3,), 2 * scaler.get_scale()))
+    scaler.step(optim)
+    scaler.update()
+    assert torch.equal(w.detach(), torch.zeros(3))  # 1 - 0.5 * 2: the unscaled gradient
+    w.grad = torch.tensor([float("inf"), 0.0, 0.0])
+    before = scaler.get_scale()
+    scaler.step(optim)
+    scaler.update()
+    assert torch.equal(w.detach(), torch.zeros(3)) and scaler.get_scale() == before / 2
 
 
 def test_trainer_reads_prec_from_its_cfg_node(tmp_path):
@@ -75,10 +95,19 @@ def test_trainer_reads_prec_from_its_cfg_node(tmp_path):
     assert ToyCoOp.prec_name(cfg) == "amp"
     build_toy(cfg)  # seeds + logger
     trainer = ToyCoOp(cfg)
-    assert trainer.precision == Precision("amp", torch.float32, torch.bfloat16, False)
-    assert trainer.scaler is None
+    assert trainer.precision == Precision("amp", torch.float32, torch.float16, True)
+    assert isinstance(trainer.scaler, torch.amp.GradScaler)
     with trainer.autocast():
-        assert trainer.model(torch.randn(2, 12)).dtype == torch.bfloat16
-    trainer.train()  # trains under bf16 autocast on CPU
+        assert trainer.model(torch.randn(2, 12)).dtype == torch.float16
+    trainer.train()  # trains under fp16 autocast with a GradScaler on CPU, as on CUDA
     cfg16 = toy_cfg(tmp_path / "f16", "TRAINER.COOP.PREC", "fp16")
-    assert ToyCoOp(cfg16).precision.name == "fp32"
+    assert ToyCoOp(cfg16).precision == Precision("fp16", torch.float16, None, False)
+
+
+def test_precision_record_is_plain_json():
+    from engine.precision import precision_record
+
+    assert precision_record(resolve_precision("amp", "cpu"), torch.device("cpu")) == {
+        "prec": "amp", "param_dtype": "float32", "autocast_dtype": "float16", "grad_scaler": True, "device": "cpu"}
+    assert precision_record(resolve_precision("fp16", "cuda"), "cuda:1") == {
+        "prec": "fp16", "param_dtype": "float16", "autocast_dtype": None, "grad_scaler": False, "device": "cuda"}

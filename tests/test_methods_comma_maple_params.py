@@ -2,8 +2,8 @@
 
 Builds the real trainers from the shipped YAML files with ``MODEL.BACKBONE.RANDOM_INIT True``. The
 ViT-B/16 CLIP (~150M weights, a few seconds) is built once per module by ``load_clip`` and handed to
-every trainer build (the prompt learners never modify it; PREC fp16 falls back to fp32 on CPU, so no
-cast happens). Checks the logged ``Trainable parameters: N`` line and the optimiser's tensors.
+every trainer build (the prompt learners never modify it; the builds pass ``PREC fp32``, which the
+counts do not depend on, so the shared CLIP is never cast). Checks the logged ``Trainable parameters: N`` line and the optimiser's tensors.
 """
 import copy
 import os
@@ -43,6 +43,7 @@ def make_cfg(method, config, data_root, output_dir, train_generator):
     cfg.USE_CUDA = False
     cfg.VERBOSE = False
     cfg.TRAINER.COMMA.TRAIN_GENERATOR = train_generator
+    cfg.TRAINER[method.upper()].PREC = "fp32"  # counts do not depend on it; the shared CLIP stays fp32
     return cfg
 
 

@@ -141,7 +141,7 @@ def test_evaluation_encodes_class_texts_once(method, data_root, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["MaPLe", "CoMMA"])
-@pytest.mark.parametrize("prec", ["fp32", "bf16", "amp"])  # amp on CPU = bf16 autocast (engine.precision)
+@pytest.mark.parametrize("prec", ["fp32", "bf16", "amp"])  # amp = fp16 autocast + GradScaler on every device
 def test_train_and_evaluate_one_epoch(method, prec, data_root, tmp_path):
     trainer = build(method, data_root, tmp_path, prec=prec)
     before = trainer.model.prompt_learner.ctx.detach().clone()

@@ -1,7 +1,7 @@
 """``TRAINER.<NODE>.UPSTREAM_NUMERICS``: the official fp16 arithmetic, checked on CPU.
 
-PREC fp16 falls back to fp32 on a CPU, so these tests cast the tiny CLIP to fp16 themselves (or make
-the trainer resolve fp16) and check: which learned tensors are fp16 (MaPLe/CoMMA ``ctx``, ``proj``,
+These tests cast the tiny CLIP to fp16 themselves (or build a trainer with ``PREC fp16``, which runs
+fp16 on a CPU as on CUDA) and check: which learned tensors are fp16 (MaPLe/CoMMA ``ctx``, ``proj``,
 CoMMA's first generator, IVLP's shallow text context, CoOp/CoCoOp context) and which stay fp32,
 the optimiser state's dtype, one SGD step on fp16 parameters equal to a hand computation rounded to
 fp16 after every operation (and a small update rounded away, as upstream), logits and loss in the
@@ -221,14 +221,11 @@ def test_zero_shot_text_features_official_arithmetic(clip16):
     assert two.dtype == torch.float16 and torch.allclose(two.float().norm(dim=-1), torch.ones(3), atol=2e-3)
 
 
-def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, monkeypatch, capsys):
-    """A MaPLe trainer whose precision resolves to fp16 (as on CUDA): fp16 ctx/proj in the optimiser."""
-    import engine.trainer as engine_trainer
+def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, capsys):
+    """A MaPLe trainer with ``PREC fp16`` on the CPU: fp16 CLIP, fp16 ctx/proj in the optimiser."""
     from engine.trainer import build_trainer
     from tests.fixtures_data import make_eurosat
 
-    monkeypatch.setattr(engine_trainer, "resolve_precision",
-                        lambda prec, device: Precision("fp16", torch.float16, None, False))
     root = tmp_path / "data"
     make_eurosat(str(root), n=4)
     cfg = make_cfg(upstream=True)
@@ -242,6 +239,7 @@ def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, monkeypatch, cap
     cfg.USE_CUDA = False
     cfg.INPUT.TRANSFORMS = ("normalize",)
     trainer = build_trainer(cfg)
+    assert trainer.device.type == "cpu" and trainer.precision == Precision("fp16", torch.float16, None, False)
     dtypes = {id(p): p.dtype for group in trainer.optim.param_groups for p in group["params"]}
     pl = trainer.model.prompt_learner
     assert dtypes[id(pl.ctx)] == torch.float16 and dtypes[id(pl.proj.weight)] == torch.float16
@@ -249,3 +247,115 @@ def test_trainer_builds_fp16_learned_tensors_and_logs(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "TRAINER.MAPLE.UPSTREAM_NUMERICS" in out
     assert "Learned without an fp32 master copy (as upstream): prompt_learner.ctx (float16)" in out
+
+
+# ------------------------------------------------------------- the official fp16 arithmetic, end to end
+#: the official MaPLe/CoMMA optimiser (Dassl's SGD: momentum 0.9, weight decay 5e-4, no dampening)
+OFFICIAL_SGD = ["OPTIM.LR", "0.0035", "OPTIM.MOMENTUM", "0.9", "OPTIM.WEIGHT_DECAY", "5e-4"]
+
+
+def official_sgd_step(p, grad, buf, lr, mom=0.9, wd=5e-4, half_scalars=False):
+    """One step of torch's SGD on a parameter of ``p.dtype`` as the official code runs it (fp16: every
+    operation's result rounded to fp16, no fp32 master copy; fp32: plain fp32). Returns ``(p, buf)``
+    as fp32 tensors holding the parameter-dtype values.
+
+    ``half_scalars``: the ``alpha`` scalars of the two ``add`` calls (``weight_decay``, ``lr``) rounded
+    to fp16 first, as PyTorch's CPU kernels do for fp16 tensors (``mul_(momentum)`` keeps its scalar in
+    fp32); CUDA kernels (the official runs) keep both in fp32.
+    """
+    half = p.dtype == torch.float16
+    r = _h if half else (lambda x: x)
+    if half and half_scalars:
+        lr, wd = _h(torch.tensor(lr)).item(), _h(torch.tensor(wd)).item()
+    p, g = p.float(), grad.float()
+    d = r(g + wd * p)  # grad.add(param, alpha=wd): one rounding
+    buf = d if buf is None else r(r(buf * mom) + d)  # buf.mul_(momentum).add_(d): two roundings
+    return r(p - lr * buf), buf  # param.add_(buf, alpha=-lr): one rounding
+
+
+def within_fp16_rounding(a, b, extra=0.0):
+    """``|a - b| <= 2**-10 |b| + 2**-24 + extra`` elementwise: one fp16 rounding (relative spacing
+    2**-10 of normal numbers, 2**-24 of subnormals) plus ``extra``."""
+    return bool(((a - b).abs() <= 2.0 ** -10 * b.abs() + 2.0 ** -24 + extra).all())
+
+
+def _declared_learners():
+    """Every declared method that learns something; CoMMA outside ``slow`` (a few seconds)."""
+    from tests.fixtures_trainers import declared_trainers
+
+    names = sorted(name for name, (_, _, zero_shot) in declared_trainers().items() if not zero_shot)
+    return [pytest.param(name, marks=() if name == "CoMMA" else pytest.mark.slow) for name in names]
+
+
+@pytest.mark.parametrize("name", _declared_learners())
+def test_trainer_steps_are_the_official_fp16_sgd(name):
+    """``PREC fp16`` + ``UPSTREAM_NUMERICS True`` on the CPU: two training steps of the real trainer
+    update every fp16 learned tensor (parameter and momentum buffer) bit for bit as the fp16 SGD hand
+    computation with this CPU's fp16 ``alpha`` scalars, and within one fp16 rounding of the official
+    CUDA arithmetic (fp32 scalars) plus what the scalars' rounding moves (``|wd - fp16(wd)| |p|`` in
+    the buffer, ``|lr - fp16(lr)| |buf|`` in the parameter); every fp32 tensor as fp32 SGD. No master
+    copy, no scaler."""
+    from tests.fixtures_trainers import build_tiny_trainer, declared_trainers, tiny_inputs
+
+    node = declared_trainers()[name][0]
+    trainer = build_tiny_trainer(name, "fp16", opts=[f"TRAINER.{node}.UPSTREAM_NUMERICS", "True", *OFFICIAL_SGD])
+    expected_prec = "fp32" if name == "VPT" else "fp16"  # upstream's vpt.py runs CLIP in fp32
+    assert trainer.precision.name == expected_prec and trainer.scaler is None
+    params = dict(trainer.trainable_parameters())
+    fp16 = sorted(n for n, p in params.items() if p.dtype == torch.float16)
+    assert bool(fp16) == (name != "VPT"), fp16  # every fp16-backbone method learns some tensor in fp16
+    assert all(p.dtype in (torch.float16, torch.float32) for p in params.values())
+    bufs = dict.fromkeys(params)
+    trainer.set_model_mode("train")
+    for step in range(2):
+        before = {n: p.detach().clone() for n, p in params.items()}
+        lr = trainer.optim.param_groups[0]["lr"]
+        images, labels = tiny_inputs(seed=step)
+        trainer.forward_backward({"img": images, "label": labels})
+        for n, p in params.items():
+            got, got_buf = p.detach().float(), trainer.optim.state[p]["momentum_buffer"].float()
+            assert trainer.optim.state[p]["momentum_buffer"].dtype == p.dtype
+            if p.dtype == torch.float16:
+                prev = bufs[n]
+                want, bufs[n] = official_sgd_step(before[n], p.grad, prev, lr, half_scalars=True)
+                assert torch.equal(got, want) and torch.equal(got_buf, bufs[n]), (name, n, step)
+                # the official CUDA arithmetic, from the same parameters, gradients and buffer
+                cuda, cuda_buf = official_sgd_step(before[n], p.grad, prev, lr)
+                _, cuda_d = official_sgd_step(before[n], p.grad, None, lr)  # grad + wd * p
+                d_wd, d_lr = (abs(v - _h(torch.tensor(v)).item()) for v in (5e-4, lr))
+                # the buffer: d's rounding and its wd rounding carried over, then the buffer's own rounding
+                buf_extra = d_wd * before[n].float().abs() + (2.0 ** -10 * cuda_d.abs() + 2.0 ** -24 if step else 0)
+                buf_tol = 2.0 ** -10 * cuda_buf.abs() + 2.0 ** -24 + buf_extra
+                assert within_fp16_rounding(got_buf, cuda_buf, buf_extra), (name, n, step)
+                assert within_fp16_rounding(got, cuda, d_lr * got_buf.abs() + lr * buf_tol), (name, n, step)
+            else:
+                want, bufs[n] = official_sgd_step(before[n], p.grad, bufs[n], lr)
+                assert torch.allclose(got, want, rtol=1e-6, atol=1e-9), (name, n, step)
+    assert any(not torch.equal(params[n].detach(), before[n]) for n in params)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_comma_kd_cosine_is_the_official_fp16_arithmetic(clip16, layers):
+    """L_kd under ``UPSTREAM_NUMERICS`` with an fp16 CLIP equals the official expression evaluated in
+    fp16: ``cos = CosineSimilarity(dim=-1, eps=1e-07)``; per layer ``1.0 - torch.mean(cos(h, t))``;
+    ``sum(scores) / len(scores)`` -- bit for bit, for the official K = 1 and for K = 2."""
+    from trainers.comma import CoMMACLIP
+
+    torch.manual_seed(0)
+    cfg = make_cfg(upstream=True)
+    cfg.TRAINER.COMMA.LAST_LAYER = layers
+    model = CoMMACLIP(cfg, clip16, CLASSNAMES)
+    model.upstream_numerics = True
+    with torch.no_grad():
+        model.prompt_learner.ctx.add_(0.05 * torch.randn_like(model.prompt_learner.ctx))  # prompts != template
+        _, hidden = model.encode_prompted_text(return_hidden=layers, length=model.kd_length())
+        targets = model.kd_targets(hidden[0].shape[1])
+        assert len(hidden) == len(targets) == layers
+        assert all(h.dtype == t.dtype == torch.float16 for h, t in zip(hidden, targets))
+        cos = torch.nn.CosineSimilarity(dim=-1, eps=1e-07)
+        scores = [1.0 - torch.mean(cos(h, t)) for h, t in zip(hidden, targets)]
+        official = sum(scores) / len(scores)
+        ours = model.knowledge_loss(hidden)
+    assert official.dtype == ours.dtype == torch.float16
+    assert torch.equal(ours, official), (ours.item(), official.item())
+    assert 0 < ours.item() < 1

@@ -59,12 +59,33 @@ def test_metrics_json_after_train_and_eval_runs(runs):
         rec = json.loads((run_dir / "run_record.json").read_text())
         assert m["config_hash"] == rec[mode]["hash"]
         assert m["epoch"] == 1 and m["seed"] == 2 and m["random_init"] is True and m["prec"] == "fp32"
+        assert m["precision"] == rec[mode]["precision"] == {"prec": "fp32", "param_dtype": "float32",
+                                                            "autocast_dtype": None, "grad_scaler": False,
+                                                            "device": "cpu"}
         assert m["code_version"] == code_version() and m["code_version"].startswith("0.1.0+src.")
         assert m["wall_time_s"] >= m["eval_time_s"] > 0 and m["images_per_s"] > 0
         assert 0 <= m["macro_f1"] <= 100
         assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]  # written atomically
     assert json.loads((train / METRICS_FILE).read_text())["train_images_per_s"] > 0
     assert json.loads((test / METRICS_FILE).read_text())["subsample_classes"] == "new"
+
+
+@pytest.mark.slow
+def test_metrics_and_record_state_the_precision_that_ran(tmp_path):
+    """``prec`` is what ran, not only the config's ``PREC``: VPT with ``PREC fp16`` and
+    ``UPSTREAM_NUMERICS True`` runs fp32 (as the official vpt.py); the config still says fp16."""
+    out = tmp_path / "vpt"
+    _train_py("--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "VPT", "--eval-only",
+              "--config-file", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+              "--dataset-config-file", "configs/datasets/shapes.yaml", "--output-dir", str(out),
+              "MODEL.BACKBONE.NAME", "ViT-Tiny/16", "MODEL.BACKBONE.RANDOM_INIT", "True", "INPUT.SIZE", "(32, 32)",
+              "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "TRAINER.VPT.PROMPT_DEPTH_VISION", "1",
+              "TRAINER.VPT.PREC", "fp16", "TRAINER.VPT.UPSTREAM_NUMERICS", "True")
+    m = json.loads((out / METRICS_FILE).read_text())
+    rec = json.loads((out / "run_record.json").read_text())["eval"]
+    assert rec["settings"]["TRAINER.VPT.PREC"] == "fp16"
+    assert m["prec"] == "fp32" and m["precision"] == rec["precision"] == {
+        "prec": "fp32", "param_dtype": "float32", "autocast_dtype": None, "grad_scaler": False, "device": "cpu"}
 
 
 def test_collect_prefers_metrics_json_then_falls_back_to_the_log(runs, tmp_path):

@@ -173,23 +173,32 @@ def test_isolated_phases_in_a_git_worktree_of_head(tmp_path, head_worktree):
 
 @pytest.mark.slow
 def test_gpu_check_script_cpu_mode(tmp_path, head_worktree):
-    """``GPU_CHECK_DEVICE=cpu``: the CUDA tests are collected (and skip without CUDA), the benchmark
-    runs now and in the earlier checkout, and everything lands in one JSON file."""
+    """``GPU_CHECK_DEVICE=cpu``: the CUDA tests and the CUDA half of the precision suite are collected
+    (and skip without CUDA), CoMMA and MaPLe are benchmarked in fp16, the benchmark runs now and in
+    the earlier checkout, and everything lands in one JSON file."""
+    from tests.fixtures_trainers import declared_trainers
+
     root, commit = head_worktree
     names = tmp_path / "names.txt"
     names.write_text("\n".join(NAMES + ["tiger shark"]) + "\n")
     env = dict(os.environ, GPU_CHECK_DEVICE="cpu", GPU_CHECK_METHODS="CoOp", OUT=str(tmp_path),
-               CLASSNAMES=str(names), GPU_CHECK_BEFORE=root, GPU_CHECK_BUDGET_S="280", PYTHON=sys.executable)
-    proc = subprocess.run(["bash", GPU_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=320)
+               CLASSNAMES=str(names), GPU_CHECK_BEFORE=root, GPU_CHECK_BUDGET_S="480", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", GPU_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["name"] for s in data["steps"]] == ["cuda_tests", "bench_c5_fp32", "bench_c5_config_before"]
-    assert all(s["rc"] == 0 and not s["timed_out"] for s in data["steps"])
-    cuda = data["tests"]["cuda_tests"]
-    assert cuda["tests"] == 7 * 3 * 2 and cuda["failures"] == 0 and cuda["errors"] == 0
+    assert [s["name"] for s in data["steps"]] == ["cuda_tests", "precision_tests", "bench_c5_fp16", "bench_c5_fp32",
+                                                  "bench_c5_config_before"]
+    assert all(s["rc"] == 0 and not s["timed_out"] for s in data["steps"]), data["steps"]
+    n = len(declared_trainers())
+    cuda, precision = data["tests"]["cuda_tests"], data["tests"]["precision_tests"]
+    assert cuda["tests"] == n * 3 * 2 and cuda["failures"] == 0 and cuda["errors"] == 0
+    assert precision["tests"] == precision["skipped"] == n * 4 and precision["failures"] == precision["errors"] == 0
     assert data["tests"]["suite"] is None  # not run in CPU mode
     assert data["environment"]["device"] == "cpu" and data["environment"]["classnames"] == str(names)
     bench = {b["name"]: b for b in data["benchmarks"]}
+    fp16 = bench["bench_c5_fp16"]["rows"]
+    assert [(r["method"], r["prec"], r["classes"]) for r in fp16] == [("CoMMA", "fp16", 5), ("MaPLe", "fp16", 5)]
+    assert all(r["train_step_ms_mean"] > 0 for r in fp16)
     after, before = bench["bench_c5_fp32"]["rows"], bench["bench_c5_config_before"]["rows"]
     assert [(r["method"], r["label"], r["classes"]) for r in after] == [("CoOp", "after", 5)]
     assert [(r["method"], r["label"], r["code_root"]) for r in before] == [("CoOp", "before", root)]

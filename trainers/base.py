@@ -23,7 +23,7 @@ from engine.checkpoint_format import CheckpointError
 from engine.distributed import shard_text_rows
 from engine.legacy_checkpoint import load_official_or_native
 from engine.optim import build_lr_scheduler, build_optimizer
-from engine.precision import check_prec, learned_dtype, resolve_precision
+from engine.precision import check_prec, learned_dtype, no_autocast, resolve_precision
 from engine.trainer import TRAINER_REGISTRY, TrainerX
 from engine.utils.logger import get_logger
 
@@ -88,14 +88,16 @@ class PromptCLIP(nn.Module):
         return self.image_features(image), self.text_features()
 
     def logits_from(self, image_features, text_features, normalized_text=False):
-        """``exp(logit_scale) * cos`` in fp32 (upstream numerics: in the features' dtype, no casts)."""
+        """``exp(logit_scale) * cos`` in fp32, autocast (``amp``) included (upstream numerics: in the
+        features' dtype, no casts, under autocast when it is on, as upstream)."""
         if self.upstream_numerics:  # official: x / x.norm(), logit_scale.exp() * img @ txt.t()
             img = F.normalize(image_features, dim=-1)
             txt = text_features if normalized_text else F.normalize(text_features, dim=-1)
             return self.logit_scale.exp() * img @ txt.t()
-        img = F.normalize(image_features.float(), dim=-1)
-        txt = text_features if normalized_text else F.normalize(text_features.float(), dim=-1)
-        return self.logit_scale.float().exp() * img @ txt.t()
+        with no_autocast(image_features.device):
+            img = F.normalize(image_features.float(), dim=-1)
+            txt = text_features if normalized_text else F.normalize(text_features.float(), dim=-1)
+            return self.logit_scale.float().exp() * img @ txt.t()
 
     def forward(self, image):
         if self._text_cache is not None:

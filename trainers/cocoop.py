@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.precision import no_autocast
 from trainers.base import PromptCLIP, PromptTrainer, register_method
 from trainers.coop import CoOpPromptLearner, context_dtype
 
@@ -97,7 +98,8 @@ class CoCoOpCLIP(PromptCLIP):
             if self.upstream_numerics:  # official: (logit_scale * imf_i) @ txt_i.t(), in the backbone dtype
                 logits.append(torch.einsum("be,bce->bc", self.logit_scale.exp() * chunk, txt))
             else:
-                logits.append(torch.einsum("be,bce->bc", chunk, txt))
+                with no_autocast(chunk.device):  # fp32 logits under amp too
+                    logits.append(torch.einsum("be,bce->bc", chunk, txt.float()))
         logits = torch.cat(logits, dim=0)
         return logits if self.upstream_numerics else self.logit_scale.float().exp() * logits
 

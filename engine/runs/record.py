@@ -7,6 +7,10 @@
                "args": {"root": ..., "opts": [...], ...}},   # train.py's parsed arguments
      "eval":  {...}}                      # the same for an --eval-only run into that folder
 
+Once the trainer is built, the entry also gets ``"precision"``: what the run computes in
+(``engine.precision.precision_record``: ``prec``, ``param_dtype``, ``autocast_dtype``, ``grad_scaler``,
+``device``); it is not part of ``settings`` or the hash.
+
 ``settings`` is the effective config (defaults -> YAMLs -> flags -> opts, flattened to dotted keys)
 plus the evaluation flags ``--eval-only``, ``--model-dir`` (real path) and ``--load-epoch``, plus the
 run's identity beyond config values (``identity.*``: the data of an ImageFolder/CSV dataset and the
@@ -152,6 +156,20 @@ def relocated_settings(entry: dict, output_dir: str) -> dict:
         rel = os.path.relpath(recorded, os.path.normpath(old_out))
     settings["--model-dir"] = os.path.normpath(os.path.join(os.path.realpath(output_dir), rel))
     return settings
+
+
+def write_precision(output_dir: str, mode: str, precision: dict) -> dict:
+    """Add ``precision`` (what the built trainer computes in) to the ``mode`` entry, atomically; a
+    record without that entry is left as it is."""
+    from engine.utils.io import atomic_write_text
+
+    data = read_record(output_dir)
+    if not isinstance(data.get(mode), dict):
+        return data
+    data[mode]["precision"] = dict(precision)
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    atomic_write_text(os.path.join(output_dir, RECORD_FILE), text)
+    return data
 
 
 def diff_settings(recorded: dict, requested: dict, defaults: dict | None = None) -> list:

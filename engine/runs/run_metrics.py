@@ -10,8 +10,11 @@ result block of ``log.txt`` does. Contents (``METRICS_VERSION`` 1)::
      "epoch": 5,                 # checkpoint epoch evaluated (None: zero-shot, nothing loaded)
      "config_hash": "<12 hex>",  # the run_record.json hash of this run's settings (engine.runs.record)
      "seed": 1, "trainer": "CoMMA", "dataset": "Caltech101", "num_shots": 16,
-     "subsample_classes": "base", "backbone": "ViT-B/16", "random_init": false, "prec": "fp16",
+     "subsample_classes": "base", "backbone": "ViT-B/16", "random_init": false,
      "weights": "official",      # or "random", or "<file name> sha256:<16 hex>" (MODEL.BACKBONE.PATH)
+     "prec": "fp16",             # the precision that ran (the trainer's, not only the config's PREC)
+     "precision": {"prec": "fp16", "param_dtype": "float16", "autocast_dtype": null,
+                   "grad_scaler": false, "device": "cuda"},   # engine.precision.precision_record
      "code_version": "0.1.0+src.<12 hex>",  # engine.__version__ + digest of the Python sources
      "git_commit": "<40 hex>" | null,
      "wall_time_s": 812.4,       # training run: training + final test of this session; eval run: the test
@@ -33,6 +36,8 @@ import hashlib
 import json
 import os
 import time
+
+from engine.precision import precision_record
 
 METRICS_FILE = "metrics.json"
 METRICS_VERSION = 1
@@ -138,6 +143,8 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
         if epochs_run and images and train_s > 0:
             train_ips = images / train_s
     node = cfg.TRAINER.get(getattr(trainer, "CFG_NODE", None) or "", None)
+    precision = getattr(trainer, "precision", None)
+    ran = precision_record(precision, trainer.device) if precision is not None else None
     return {
         "version": METRICS_VERSION, "mode": mode, "split": "test",
         "accuracy": acc, "error_rate": float(results.get("error_rate", 100.0 - acc)),
@@ -148,7 +155,8 @@ def collect_metrics(trainer, results: dict, eval_seconds: float) -> dict:
         "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME, "num_shots": int(cfg.DATASET.NUM_SHOTS),
         "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "backbone": cfg.MODEL.BACKBONE.NAME,
         "random_init": bool(cfg.MODEL.BACKBONE.RANDOM_INIT), "weights": weights_label(cfg),
-        "prec": node.PREC if node is not None and "PREC" in node else None,
+        "prec": ran["prec"] if ran else (node.PREC if node is not None and "PREC" in node else None),
+        "precision": ran,
         "code_version": code_version(), "git_commit": git_commit(),
         "wall_time_s": round(wall, 3), "eval_time_s": round(eval_seconds, 3),
         "images_per_s": round(total / eval_seconds, 2) if eval_seconds > 0 and total else None,
