@@ -1,9 +1,10 @@
-"""Trainable-parameter counts at ViT-B/16 with the official configs (issue 4 item 5).
+"""Trainable-parameter counts at ViT-B/16 with the official configs.
 
 Builds the real trainers from the shipped YAML files with ``MODEL.BACKBONE.RANDOM_INIT True``. The
 ViT-B/16 CLIP (~150M weights, a few seconds) is built once per module by ``load_clip`` and handed to
 every trainer build (the prompt learners never modify it; the builds pass ``PREC fp32``, which the
-counts do not depend on, so the shared CLIP is never cast). Checks the logged ``Trainable parameters: N`` line and the optimiser's tensors.
+counts do not depend on, so the shared CLIP is never cast). Checks the logged ``Trainable parameters: N``
+line and the optimiser's tensors.
 """
 import copy
 import os
