@@ -332,3 +332,136 @@ def test_prompts_after_training_steps_match(method, setup, tmp_path):
     assert losses == pytest.approx(official["losses"], rel=CE_REL_TOL)
     assert worst_tensor <= FP16_REL_TOL
     assert worst_update <= UPDATE_REL_TOL
+
+
+# KgCoOp and ProGrad (its fork's ``prograd_backward_and_update``): the official code from its own
+# initialisation (the context words of its config, no checkpoint: ``--eval-only`` without
+# ``--model-dir``) against our trainer, in fp32 (both allow it). On the first test batch (40 images):
+# the logits in evaluation mode, then STEPS of ``forward_backward`` on slices of STEP_IMAGES images at
+# the learning rate COOP_LR, with the gradients that reach the optimiser at the first step recorded
+# (for ProGrad: after the projection) and the learned tensors after the last.
+COOP_LR = 0.002
+FP32_REL_TOL = 1e-4  # logits, losses, gradients and learned tensors, fp32 on both sides
+#: KgCoOp's official L_kg targets come from a second CLIP that stays fp16 (never .float()), ours from
+#: the fp32 one: losses 1.3e-4, first-step gradient 8.4e-4, ctx after 3 steps 1.2e-4 (measured)
+KGCOOP_REL_TOL = 2e-3
+_FP32 = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "ViT-B/16",
+         "DATASET.NUM_SHOTS", "0"]
+#: ours -> (checkout, official trainer, official config, official opts, our config, our opts)
+FP32_CASES = {
+    "KgCoOp": ("KgCoOp/KgCoOp", "KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+               ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.W", "8.0"],
+               "KgCoOp/vit_b16_ep100_ctxv1.yaml",
+               ["TRAINER.KGCOOP.PREC", "fp32", "TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"]),
+    "ProGrad": ("Prompt-align/ProGrad.public", "ProGrad", "configs/trainers/ProGrad/rn50_ep50.yaml",
+                ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "16", "LOSS.LAMBDA", "0.8"],
+                "ProGrad/rn50_ep50.yaml",
+                ["TRAINER.PROGRAD.PREC", "fp32", "TRAINER.COOP.N_CTX", "16", "LOSS.LAMBDA", "0.8"]),
+}
+_FP32_PROBE = r"""
+import sys, torch
+from compat import dassl_runner
+OUT, STEPS, IMAGES, LR = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+# PROBE_FUNCTION (the source of _probe_steps below)
+original = dassl_runner.Session.on_trainer_built
+def probe(self, trainer):
+    original(self, trainer)
+    def steps(split=None):
+        torch.save(_probe_steps(trainer, STEPS, IMAGES, LR), OUT)
+        return 0.0
+    trainer.test = steps
+dassl_runner.Session.on_trainer_built = probe
+sys.exit(dassl_runner.main(sys.argv[5:]))
+"""
+
+
+def _probe_steps(trainer, steps, images, lr):
+    """Logits, first-step gradients, per-step loss summaries and learned tensors of ``trainer``
+    (official or ours: both have ``test_loader``, ``model_inference``, ``forward_backward``, ``optim``)."""
+    import torch
+
+    batch = next(iter(trainer.test_loader))
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        logits = trainer.model_inference(batch["img"].to(trainer.device)).float()
+    trainer.set_model_mode("train")
+    for group in trainer.optim.param_groups:
+        group["lr"] = lr
+    trainer.batch_idx, trainer.num_batches = 0, 10 ** 6  # no scheduler step at a "last batch"
+    prompt = trainer.model.prompt_learner
+    grads, step = {}, trainer.optim.step
+
+    def record_then_step(*args, **kwargs):
+        if not grads:
+            grads.update({n: p.grad.detach().float().clone() for n, p in prompt.named_parameters()
+                          if p.grad is not None})
+        return step(*args, **kwargs)
+
+    trainer.optim.step = record_then_step
+    summaries = []
+    for i in range(steps):
+        part = slice(i * images, (i + 1) * images)
+        out = trainer.forward_backward({k: v[part] for k, v in batch.items()})
+        summaries.append({k: float(v) for k, v in out.items()})
+    learned = {n: p.detach().float().clone() for n, p in prompt.named_parameters() if p.requires_grad}
+    return {"logits": logits, "labels": batch["label"], "grads": grads, "summaries": summaries, "learned": learned}
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("method", list(FP32_CASES))
+def test_kgcoop_prograd_fp32_logits_loss_gradients_and_steps_match(method, setup, tmp_path):
+    import inspect
+
+    import torch
+
+    from engine.config import get_cfg_default, merge_from_file, merge_from_list
+    from engine.trainer import build_trainer
+    from trainers.config import extend_cfg
+
+    folder, trainer_name, their_cfg, their_opts, our_cfg, our_opts = FP32_CASES[method]
+    repo = os.path.join(REPOS, folder)
+    if not os.path.isdir(repo):
+        pytest.skip(f"no {folder} checkout under HARNESS_DASSL_REPOS")
+    data = os.path.join(setup["out"], "data")
+    out_pt, weights = str(tmp_path / "official.pt"), str(tmp_path / "det_clip_fp16_values.pt")
+    # the official load_clip_to_cpu builds CLIP in fp16 and then calls .float(): its fp32 runs see the
+    # weights rounded to fp16, so both sides get a checkpoint whose values are fp16-representable
+    state = torch.load(setup["weights"], map_location="cpu", weights_only=True)
+    torch.save({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}, weights)
+    probe = _FP32_PROBE.replace("# PROBE_FUNCTION (the source of _probe_steps below)", inspect.getsource(_probe_steps))
+    args = ["--dassl-repo", repo, "--clip-weights", weights, "--", "--eval-only", "--trainer", trainer_name,
+            "--root", data, "--output-dir", str(tmp_path / "official"), "--seed", "1",
+            "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", their_cfg, *_FP32, *their_opts]
+    done = subprocess.run([sys.executable, "-c", probe, out_pt, str(STEPS), str(STEP_IMAGES), str(COOP_LR), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=1200,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    official = torch.load(out_pt, weights_only=True)
+
+    cfg = extend_cfg(get_cfg_default())
+    merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "datasets", "eurosat.yaml"))
+    merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "trainers", our_cfg))
+    merge_from_list(cfg, _FP32 + our_opts + ["MODEL.BACKBONE.PATH", weights, "USE_CUDA", "False"])
+    cfg.TRAINER.NAME, cfg.DATASET.ROOT, cfg.SEED = method, data, 1
+    cfg.OUTPUT_DIR, cfg.VERBOSE = str(tmp_path / "native"), False
+    ours = _probe_steps(build_trainer(cfg), STEPS, STEP_IMAGES, COOP_LR)
+
+    assert torch.equal(official["labels"], ours["labels"])
+    logits = _rel(ours["logits"], official["logits"])
+    assert sorted(ours["grads"]) == sorted(official["grads"]) == sorted(ours["learned"]) == ["ctx"]
+    grads = _rel(ours["grads"]["ctx"], official["grads"]["ctx"])
+    learned = _rel(ours["learned"]["ctx"], official["learned"]["ctx"])
+    keys = ("xe_loss", "kl_loss") if method == "ProGrad" else ("loss",)
+    theirs_l = [[s[k] for k in keys] for s in official["summaries"]]
+    ours_l = [[s[{"xe_loss": "xe", "kl_loss": "kl"}.get(k, k)] if k not in s else s[k] for k in keys]
+              for s in ours["summaries"]]
+    print(f"{method}: logits max rel diff {logits:.2e}; losses {keys} official {theirs_l} native {ours_l}; "
+          f"first-step gradient (ctx) max rel diff {grads:.2e}; ctx after {STEPS} steps {learned:.2e}")
+    assert logits <= FP32_REL_TOL
+    tol = KGCOOP_REL_TOL if method == "KgCoOp" else FP32_REL_TOL
+    assert np.allclose(ours_l, theirs_l, rtol=tol, atol=0)
+    assert grads <= tol
+    assert learned <= tol
