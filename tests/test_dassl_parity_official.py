@@ -334,50 +334,66 @@ def test_prompts_after_training_steps_match(method, setup, tmp_path):
     assert worst_update <= UPDATE_REL_TOL
 
 
-# KgCoOp and ProGrad (its fork's ``prograd_backward_and_update``): the official code from its own
-# initialisation (the context words of its config, no checkpoint: ``--eval-only`` without
-# ``--model-dir``) against our trainer, in fp32 (both allow it). On the first test batch (40 images):
-# the logits in evaluation mode, then STEPS of ``forward_backward`` on slices of STEP_IMAGES images at
-# the learning rate COOP_LR, with the gradients that reach the optimiser at the first step recorded
-# (for ProGrad: after the projection) and the learned tensors after the last.
+# KgCoOp, ProGrad (its fork's ``prograd_backward_and_update``) and PromptSRC: the official code from its
+# own initialisation (no checkpoint: ``--eval-only`` without ``--model-dir``) against our trainer. KgCoOp
+# and ProGrad in fp32 (both allow it; their context starts from words, the same on both sides);
+# PromptSRC in fp16 (its loss's ``.half()`` fails in fp32) with UPSTREAM_NUMERICS, its random deep
+# prompts handed to ours through an official-layout checkpoint the probe writes. On the first test
+# batch (40 images): the logits in evaluation mode, then STEPS of ``forward_backward`` on slices of
+# STEP_IMAGES images at the learning rate COOP_LR, with the gradients that reach the optimiser at the
+# first step recorded (for ProGrad: after the projection) and the learned tensors after the last.
 COOP_LR = 0.002
 FP32_REL_TOL = 1e-4  # logits, losses, gradients and learned tensors, fp32 on both sides
 #: KgCoOp's official L_kg targets come from a second CLIP that stays fp16 (never .float()), ours from
 #: the fp32 one: losses 1.3e-4, first-step gradient 8.4e-4, ctx after 3 steps 1.2e-4 (measured)
 KGCOOP_REL_TOL = 2e-3
-_FP32 = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "ViT-B/16",
-         "DATASET.NUM_SHOTS", "0"]
-#: ours -> (checkout, official trainer, official config, official opts, our config, our opts)
-FP32_CASES = {
+FP16_GRAD_TOL = 2e-2  # max |a - b| / max |b| per gradient tensor, fp16 on both sides
+_SMALL = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "ViT-B/16",
+          "DATASET.NUM_SHOTS", "0"]
+_SRC = ["TRAINER.PROMPTSRC.PREC", "fp16", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2",
+        "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2"]
+#: ours -> (checkout, official trainer, official config, official opts, our config, our opts, tolerances
+#: (logits, losses, gradients, learned tensors), checkpoint folder handed over or None)
+INIT_CASES = {
     "KgCoOp": ("KgCoOp/KgCoOp", "KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
                ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.W", "8.0"],
                "KgCoOp/vit_b16_ep100_ctxv1.yaml",
-               ["TRAINER.KGCOOP.PREC", "fp32", "TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"]),
+               ["TRAINER.KGCOOP.PREC", "fp32", "TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"],
+               (FP32_REL_TOL, KGCOOP_REL_TOL, KGCOOP_REL_TOL, KGCOOP_REL_TOL), None),
     "ProGrad": ("Prompt-align/ProGrad.public", "ProGrad", "configs/trainers/ProGrad/rn50_ep50.yaml",
                 ["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "16", "LOSS.LAMBDA", "0.8"],
                 "ProGrad/rn50_ep50.yaml",
-                ["TRAINER.PROGRAD.PREC", "fp32", "TRAINER.COOP.N_CTX", "16", "LOSS.LAMBDA", "0.8"]),
+                ["TRAINER.PROGRAD.PREC", "fp32", "TRAINER.COOP.N_CTX", "16", "LOSS.LAMBDA", "0.8"],
+                (FP32_REL_TOL,) * 4, None),
+    "PromptSRC": ("PromptSRC", "PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml", _SRC,
+                  "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+                  _SRC + ["TRAINER.PROMPTSRC.UPSTREAM_NUMERICS", "True"],
+                  (FP16_REL_TOL, CE_REL_TOL, FP16_GRAD_TOL, FP16_REL_TOL), "VLPromptLearner"),
 }
-_FP32_PROBE = r"""
-import sys, torch
+_INIT_PROBE = r"""
+import os, sys, torch
 from compat import dassl_runner
-OUT, STEPS, IMAGES, LR = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+OUT, STEPS, IMAGES, LR, CKPT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 # PROBE_FUNCTION (the source of _probe_steps below)
 original = dassl_runner.Session.on_trainer_built
 def probe(self, trainer):
     original(self, trainer)
     def steps(split=None):
+        if CKPT != "-":  # the official initial state, in Dassl's layout, for our trainer to load
+            os.makedirs(os.path.dirname(CKPT))
+            torch.save({"state_dict": trainer.model.state_dict(), "epoch": 1}, CKPT)
         torch.save(_probe_steps(trainer, STEPS, IMAGES, LR), OUT)
         return 0.0
     trainer.test = steps
 dassl_runner.Session.on_trainer_built = probe
-sys.exit(dassl_runner.main(sys.argv[5:]))
+sys.exit(dassl_runner.main(sys.argv[6:]))
 """
 
 
 def _probe_steps(trainer, steps, images, lr):
-    """Logits, first-step gradients, per-step loss summaries and learned tensors of ``trainer``
-    (official or ours: both have ``test_loader``, ``model_inference``, ``forward_backward``, ``optim``)."""
+    """Logits, first-step gradients, per-step loss summaries and learned tensors (full names) of
+    ``trainer`` (official or ours: both have ``test_loader``, ``model_inference``, ``forward_backward``,
+    ``optim``)."""
     import torch
 
     batch = next(iter(trainer.test_loader))
@@ -387,14 +403,13 @@ def _probe_steps(trainer, steps, images, lr):
     trainer.set_model_mode("train")
     for group in trainer.optim.param_groups:
         group["lr"] = lr
-    trainer.batch_idx, trainer.num_batches = 0, 10 ** 6  # no scheduler step at a "last batch"
-    prompt = trainer.model.prompt_learner
+    trainer.batch_idx, trainer.num_batches = 0, 10 ** 6  # no scheduler step (nor GPA) at a "last batch"
+    learned = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
     grads, step = {}, trainer.optim.step
 
     def record_then_step(*args, **kwargs):
         if not grads:
-            grads.update({n: p.grad.detach().float().clone() for n, p in prompt.named_parameters()
-                          if p.grad is not None})
+            grads.update({n: p.grad.detach().float().clone() for n, p in learned if p.grad is not None})
         return step(*args, **kwargs)
 
     trainer.optim.step = record_then_step
@@ -403,16 +418,16 @@ def _probe_steps(trainer, steps, images, lr):
         part = slice(i * images, (i + 1) * images)
         out = trainer.forward_backward({k: v[part] for k, v in batch.items()})
         summaries.append({k: float(v) for k, v in out.items()})
-    learned = {n: p.detach().float().clone() for n, p in prompt.named_parameters() if p.requires_grad}
-    return {"logits": logits, "labels": batch["label"], "grads": grads, "summaries": summaries, "learned": learned}
+    return {"logits": logits, "labels": batch["label"], "grads": grads, "summaries": summaries,
+            "learned": {n: p.detach().float().clone() for n, p in learned}}
 
 
 def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-@pytest.mark.parametrize("method", list(FP32_CASES))
-def test_kgcoop_prograd_fp32_logits_loss_gradients_and_steps_match(method, setup, tmp_path):
+@pytest.mark.parametrize("method", list(INIT_CASES))
+def test_kgcoop_prograd_promptsrc_logits_loss_gradients_and_steps_match(method, setup, tmp_path):
     import inspect
 
     import torch
@@ -421,22 +436,23 @@ def test_kgcoop_prograd_fp32_logits_loss_gradients_and_steps_match(method, setup
     from engine.trainer import build_trainer
     from trainers.config import extend_cfg
 
-    folder, trainer_name, their_cfg, their_opts, our_cfg, our_opts = FP32_CASES[method]
+    folder, trainer_name, their_cfg, their_opts, our_cfg, our_opts, tols, ckpt_name = INIT_CASES[method]
     repo = os.path.join(REPOS, folder)
     if not os.path.isdir(repo):
         pytest.skip(f"no {folder} checkout under HARNESS_DASSL_REPOS")
     data = os.path.join(setup["out"], "data")
     out_pt, weights = str(tmp_path / "official.pt"), str(tmp_path / "det_clip_fp16_values.pt")
+    ckpt = str(tmp_path / "ckpt" / ckpt_name / "model.pth.tar-1") if ckpt_name else "-"
     # the official load_clip_to_cpu builds CLIP in fp16 and then calls .float(): its fp32 runs see the
     # weights rounded to fp16, so both sides get a checkpoint whose values are fp16-representable
     state = torch.load(setup["weights"], map_location="cpu", weights_only=True)
     torch.save({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}, weights)
-    probe = _FP32_PROBE.replace("# PROBE_FUNCTION (the source of _probe_steps below)", inspect.getsource(_probe_steps))
+    probe = _INIT_PROBE.replace("# PROBE_FUNCTION (the source of _probe_steps below)", inspect.getsource(_probe_steps))
     args = ["--dassl-repo", repo, "--clip-weights", weights, "--", "--eval-only", "--trainer", trainer_name,
             "--root", data, "--output-dir", str(tmp_path / "official"), "--seed", "1",
-            "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", their_cfg, *_FP32, *their_opts]
-    done = subprocess.run([sys.executable, "-c", probe, out_pt, str(STEPS), str(STEP_IMAGES), str(COOP_LR), *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=1200,
+            "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", their_cfg, *_SMALL, *their_opts]
+    done = subprocess.run([sys.executable, "-c", probe, out_pt, str(STEPS), str(STEP_IMAGES), str(COOP_LR), ckpt,
+                           *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=1200,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     official = torch.load(out_pt, weights_only=True)
@@ -444,24 +460,34 @@ def test_kgcoop_prograd_fp32_logits_loss_gradients_and_steps_match(method, setup
     cfg = extend_cfg(get_cfg_default())
     merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "datasets", "eurosat.yaml"))
     merge_from_file(cfg, os.path.join(REPO_ROOT, "configs", "trainers", our_cfg))
-    merge_from_list(cfg, _FP32 + our_opts + ["MODEL.BACKBONE.PATH", weights, "USE_CUDA", "False"])
+    merge_from_list(cfg, _SMALL + our_opts + ["MODEL.BACKBONE.PATH", weights, "USE_CUDA", "False"])
     cfg.TRAINER.NAME, cfg.DATASET.ROOT, cfg.SEED = method, data, 1
     cfg.OUTPUT_DIR, cfg.VERBOSE = str(tmp_path / "native"), False
-    ours = _probe_steps(build_trainer(cfg), STEPS, STEP_IMAGES, COOP_LR)
+    trainer = build_trainer(cfg)
+    if ckpt_name:
+        trainer.load_model(str(tmp_path / "ckpt"), epoch=1)
+    ours = _probe_steps(trainer, STEPS, STEP_IMAGES, COOP_LR)
 
+    # the official names mapped to ours by our loader of official checkpoints
+    their_grads = trainer.model.load_legacy_state_dict(dict(official["grads"]))
+    their_learned = trainer.model.load_legacy_state_dict(dict(official["learned"]))
     assert torch.equal(official["labels"], ours["labels"])
+    assert sorted(ours["grads"]) == sorted(their_grads) == sorted(ours["learned"]), (
+        sorted(ours["grads"]), sorted(their_grads), sorted(ours["learned"]))
+    if method != "PromptSRC":
+        assert sorted(ours["learned"]) == ["prompt_learner.ctx"]
     logits = _rel(ours["logits"], official["logits"])
-    assert sorted(ours["grads"]) == sorted(official["grads"]) == sorted(ours["learned"]) == ["ctx"]
-    grads = _rel(ours["grads"]["ctx"], official["grads"]["ctx"])
-    learned = _rel(ours["learned"]["ctx"], official["learned"]["ctx"])
+    grads = max(_rel(ours["grads"][n], their_grads[n]) for n in their_grads)
+    learned = max(_rel(ours["learned"][n], their_learned[n]) for n in their_learned)
+    names = {"xe_loss": "xe", "kl_loss": "kl"}  # ProGrad: the official summary's names, ours
     keys = ("xe_loss", "kl_loss") if method == "ProGrad" else ("loss",)
     theirs_l = [[s[k] for k in keys] for s in official["summaries"]]
-    ours_l = [[s[{"xe_loss": "xe", "kl_loss": "kl"}.get(k, k)] if k not in s else s[k] for k in keys]
-              for s in ours["summaries"]]
+    ours_l = [[s[k] if k in s else s[names[k]] for k in keys] for s in ours["summaries"]]
     print(f"{method}: logits max rel diff {logits:.2e}; losses {keys} official {theirs_l} native {ours_l}; "
-          f"first-step gradient (ctx) max rel diff {grads:.2e}; ctx after {STEPS} steps {learned:.2e}")
-    assert logits <= FP32_REL_TOL
-    tol = KGCOOP_REL_TOL if method == "KgCoOp" else FP32_REL_TOL
-    assert np.allclose(ours_l, theirs_l, rtol=tol, atol=0)
-    assert grads <= tol
-    assert learned <= tol
+          f"first-step gradients ({len(their_grads)} tensors) max rel diff {grads:.2e}; learned tensors after "
+          f"{STEPS} steps {learned:.2e}")
+    tol_logits, tol_loss, tol_grad, tol_learned = tols
+    assert logits <= tol_logits
+    assert np.allclose(ours_l, theirs_l, rtol=tol_loss, atol=0)
+    assert grads <= tol_grad
+    assert learned <= tol_learned
