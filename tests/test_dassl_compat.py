@@ -226,8 +226,33 @@ def test_config_defaults_are_the_engine_keys_plus_dassls():
         " 'same': all(a[k] == b[k] for k in b), 'version': a['VERSION'],"
         " 'fixmatch': a['TRAINER.FIXMATCH.CONF_THRE']}))")
     assert data["lost"] == [] and data["same"]
-    assert len(data["extra"]) == 45 and "VERSION" in data["extra"]  # Dassl 0.6.3's 135 keys minus the shared ones
+    # Dassl 0.6.3's 135 keys minus the shared ones, plus the package's OPTIM.ADAM_EPS
+    assert len(data["extra"]) == 46 and "VERSION" in data["extra"] and "OPTIM.ADAM_EPS" in data["extra"]
     assert data["version"] == 1 and data["fixmatch"] == 0.95
+
+
+def test_adam_eps_key_replaces_the_readme_edit_of_dassls_optimiser():
+    """``OPTIM.ADAM_EPS`` sets the Adam family's eps (TCP's README edits Dassl to 1e-3); default 1e-8, as Dassl.
+
+    In fp16 an eps of 1e-8 rounds to 0: a gradient whose square underflows makes the first Adam step
+    divide by zero (the non-finite loss the README warns about); 1e-3 keeps it finite.
+    """
+    data = run_json(
+        "import json, torch\nfrom dassl.config import get_cfg_default\nfrom dassl.optim import build_optimizer\n"
+        "out = {}\n"
+        "for name, eps in (('adam', None), ('adam', 1e-3), ('adamw', 1e-3), ('sgd', 1e-3)):\n"
+        "    cfg = get_cfg_default()\n"
+        "    cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.WEIGHT_DECAY = name, 0.002, 0.0\n"
+        "    if eps is not None:\n"
+        "        cfg.OPTIM.ADAM_EPS = eps\n"
+        "    p = torch.nn.Parameter(torch.full((4,), 0.5, dtype=torch.float16))\n"
+        "    opt = build_optimizer([p], cfg.OPTIM)\n"
+        "    p.grad = torch.full((4,), 1e-4, dtype=torch.float16)\n"
+        "    opt.step()\n"
+        "    out[f'{name} {eps}'] = [opt.param_groups[0].get('eps'), bool(torch.isfinite(p).all())]\n"
+        "print(json.dumps(out))")
+    assert data == {"adam None": [1e-8, False], "adam 0.001": [1e-3, True], "adamw 0.001": [1e-3, True],
+                    "sgd 0.001": [None, True]}
 
 
 def test_package_is_not_importable_by_default():

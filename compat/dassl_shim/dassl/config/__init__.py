@@ -1,4 +1,5 @@
-"""``dassl.config``: ``get_cfg_default`` = the engine's defaults plus Dassl 0.6.3's keys the engine lacks."""
+"""``dassl.config``: ``get_cfg_default`` = the engine's defaults plus Dassl 0.6.3's keys the engine lacks,
+plus :data:`COMPAT_KEYS` (this package's own, default = Dassl's behaviour)."""
 from yacs.config import CfgNode as CN
 
 from engine.config import get_cfg_default as _engine_defaults
@@ -54,11 +55,17 @@ _DASSL_ONLY = {
     "TRAINER.FIXMATCH.STRONG_TRANSFORMS": (),
 }
 
+#: keys of this package only. ``OPTIM.ADAM_EPS``: the ``eps`` of ``dassl.optim.build_optimizer``'s
+#: adam / amsgrad / adamw / radam. Dassl hard-codes torch's 1e-8 (the default here); repositories
+#: whose README asks to edit Dassl's optimiser (TCP: ``eps=1e-3`` for fp16 Adam) pass
+#: ``OPTIM.ADAM_EPS 1e-3`` instead of editing code.
+COMPAT_KEYS = {"OPTIM.ADAM_EPS": 1e-8}
+
 
 def get_cfg_default():
-    """A fresh, mutable config: every engine key (Dassl's values) plus :data:`_DASSL_ONLY`."""
+    """A fresh, mutable config: every engine key (Dassl's values) plus :data:`_DASSL_ONLY` and :data:`COMPAT_KEYS`."""
     cfg = _engine_defaults()
-    for full_key, value in _DASSL_ONLY.items():
+    for full_key, value in {**_DASSL_ONLY, **COMPAT_KEYS}.items():
         node = cfg
         *parents, leaf = full_key.split(".")
         for part in parents:
