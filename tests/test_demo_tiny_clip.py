@@ -15,10 +15,13 @@ and 20 epochs):
   zero-shot's and lowers the training loss;
 * CoMMA's knowledge loss L_kd falls during training (after the first epochs, when the cross-entropy
   pulls the fresh prompts away from CLIP) and holds the prompted text features near frozen CLIP's:
-  the same training with ``TRAINER.COMMA.WEIGHT 0`` ends with a much larger L_kd;
+  the same training with ``TRAINER.COMMA.WEIGHT 0`` ends with a larger L_kd, and keeps it larger over
+  the second half of training;
 * a trained checkpoint reloaded with ``--eval-only --model-dir`` gives the accuracy the run reported.
 
-Thresholds keep wide margins below the values measured on the development machine (docs/DEMO.md).
+Thresholds keep margins below the values measured on two development machines (docs/DEMO.md): the
+pretrained tiny CLIP is deterministic on one machine but its floats depend on the CPU (74.8 % vs 75.8 %
+held-out zero-shot from the same recipe), and the size of the L_kd effect with it.
 """
 import os
 import re
@@ -139,12 +142,16 @@ def test_comma_knowledge_loss_falls_and_holds_features_near_clip(trained, tiny_c
     trainer, config, _, opts = METHODS["CoMMA"]
     with_kd = _epoch_means(trained["CoMMA"][1], "loss_kd")
     last = max(with_kd)
-    # measured: peak 0.153 (epoch 4) -> 0.0935 (epoch 20)
+    # measured: peak 0.153 (epoch 4) -> 0.0935 (epoch 20); on a second machine 0.0793 (epoch 5) -> 0.051
     assert with_kd[last] <= 0.75 * max(with_kd.values()), with_kd
     free = _train_py(tiny_clip, data_root, tmp_path / "w0", trainer, config, "base",
                      [*opts, "TRAINER.COMMA.WEIGHT", "0.0"])
     without = _epoch_means(free, "loss_kd")
-    assert without[last] >= 1.4 * with_kd[last], (with_kd, without)  # measured 0.172 vs 0.0935
+    # without the knowledge term L_kd ends higher (measured 0.172 vs 0.0935; 0.0578 vs 0.051) and stays
+    # higher over the second half of training (mean 0.0593 vs 0.0534 on the second machine)
+    assert without[last] >= 1.05 * with_kd[last], (with_kd, without)
+    half = [e for e in with_kd if e > last / 2]
+    assert sum(without[e] for e in half) >= 1.05 * sum(with_kd[e] for e in half), (with_kd, without)
 
 
 @pytest.mark.parametrize("method", ["CoOp", "CoMMA"])
