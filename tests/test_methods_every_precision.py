@@ -31,7 +31,8 @@ STEPS = 2
 EVAL_BATCH = 4
 #: learned tensors (name prefixes under ``prompt_learner.``) that are fp16 when the backbone is fp16
 #: by default (docs/METHODS.md, "Precision and UPSTREAM_NUMERICS"); every other learned tensor is fp32
-FP16_BY_DEFAULT = {"CoOp": ("ctx",), "CoCoOp": ("ctx", "meta_net."), "KgCoOp": ("ctx",)}
+FP16_BY_DEFAULT = {"CoOp": ("ctx",), "CoCoOp": ("ctx", "meta_net."), "KgCoOp": ("ctx",), "ProGrad": ("ctx",),
+                   "TCP": ("ctx", "meta_net.")}
 #: bound on ||logits_prec - logits_fp32|| / ||logits_fp32||, same seeded tiny model, before training
 #: (measured on the CPU over every method: fp16 <= 0.0081, amp <= 0.0069, bf16 <= 0.0247)
 REL_TOL = {"fp16": 0.02, "amp": 0.02, "bf16": 0.05}
@@ -119,7 +120,10 @@ def test_train_evaluate_reload_in_every_precision(name, prec, device, fp32_refer
     losses = []
     for step in range(STEPS):
         batch_images, labels = tiny_inputs(seed=step)
-        losses.append(trainer.forward_backward({"img": batch_images, "label": labels})["loss"])
+        summary = trainer.forward_backward({"img": batch_images, "label": labels})
+        # every loss term the method logs ("loss"; ProGrad: "xe_loss", "kl_loss")
+        losses.extend(v for k, v in summary.items() if k == "loss" or k.endswith("_loss"))
+    assert len(losses) >= STEPS, losses
     assert all(math.isfinite(loss) for loss in losses), losses
     assert all(torch.isfinite(p).all() for p in trainable.values())
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}

@@ -283,7 +283,8 @@ def _declared_learners():
     """Every declared method that learns something; CoMMA outside ``slow`` (a few seconds)."""
     from tests.fixtures_trainers import declared_trainers
 
-    names = sorted(name for name, (_, _, zero_shot) in declared_trainers().items() if not zero_shot)
+    # TCP's official optimiser is Adam (eps 1e-3), so the official fp16 SGD is not its arithmetic
+    names = sorted(name for name, (_, _, zero_shot) in declared_trainers().items() if not zero_shot and name != "TCP")
     return [pytest.param(name, marks=() if name == "CoMMA" else pytest.mark.slow) for name in names]
 
 
