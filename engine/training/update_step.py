@@ -53,6 +53,11 @@ class UpdateStepMixin:
     def model_update(self, names=None):
         """Average the gradients over ranks (distributed runs), then step the optimiser(s)."""
         average_gradients(self.optimized_parameters(names))
+        self._step_optimizers(names)
+
+    def _step_optimizers(self, names=None):
+        """Step every registered optimiser of ``names`` (through the GradScaler when there is one, which
+        is then updated once)."""
         stepped = False
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
@@ -127,16 +132,7 @@ class UpdateStepMixin:
             self._unscale_losses(grads, params, names)
         for p, g in zip(params, self.combine_gradients(grads, params)):
             p.grad = g
-        stepped = False
-        for name in self.get_model_names(names):
-            if self._optims[name] is not None:
-                if self.scaler is not None:
-                    self.scaler.step(self._optims[name])
-                else:
-                    self._optims[name].step()
-                stepped = True
-        if stepped and self.scaler is not None:
-            self.scaler.update()
+        self._step_optimizers(names)
 
     def _unscale_losses(self, grads, params, names):
         """Step 4 of :meth:`update_step`: ``scaler.unscale_`` on the summed gradients (its inf check
