@@ -309,7 +309,9 @@ PROTOCOLS = (2, 4, 5)
 def roundtrip(tmp_path_factory):
     """Dassl stub writes -> package reads/converts/writes -> Dassl stub and the engine importer read back.
 
-    One child per side (the package side imports torch once)."""
+    One child per side (the package side imports torch once). The plain ``pickle.load`` calls are the Dassl
+    format under test and only read files these children wrote into the test's own temporary folder; the
+    harness itself reads Dassl pickles only through its restricted importer (checked below)."""
     tmp = tmp_path_factory.mktemp("datum")
     dassl_file, shim_file, shim_file2 = str(tmp / "dassl.pkl"), str(tmp / "shim.pkl"), str(tmp / "shim2.pkl")
     make = f"items = [Datum(*t) for t in {_ITEMS!r}]\n"

@@ -28,6 +28,8 @@ class TinyFolder(DatasetBase):
             preprocessed = os.path.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{cfg.SEED}.pkl")
             if os.path.exists(preprocessed):
                 print(f"Loading preprocessed few-shot data from {preprocessed}")
+                # as the official Dassl repos do (their code, not the harness's): the file is the one this
+                # miniature repo pickled itself into the test's temporary data root a moment earlier
                 with open(preprocessed, "rb") as file:
                     data = pickle.load(file)
                     train, val = data["train"], data["val"]
